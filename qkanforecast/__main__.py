@@ -1,0 +1,3 @@
+from qkanforecast.cli import app
+
+app(prog_name="qkanforecast")

@@ -1,0 +1,416 @@
+"""The ``qkanforecast`` command line: a thin Typer layer over the library functions.
+
+stdout carries data only (tables, references); progress and notes go to stderr. A user mistake prints one
+``Error: ...`` line on stderr and exits 1; bad usage exits 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from qkanforecast import __version__
+from qkanforecast.errors import QKANForecastError
+
+err = Console(stderr=True)
+app = typer.Typer(
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    add_completion=False,
+    rich_markup_mode=None,
+    help="Forecast telecom time series with QKAN-LSTM, HQKAN-LSTM and LSTM models.",
+)
+models_app = typer.Typer(
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="List, inspect and remove registered models.\n\nExample: qkanforecast models list",
+)
+app.add_typer(models_app, name="models")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(func: F) -> F:
+    """Turn user mistakes into one ``Error:`` line and exit status 1; anything else keeps its traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except QKANForecastError as exc:
+            err.print(f"Error: {exc}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+            err.print(f"Error: {exc.filename}: {exc.strerror}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+# -- options shared by every command that reads data ------------------------------------------------------
+class Fill(str, Enum):
+    none = "none"
+    ffill = "ffill"
+    linear = "linear"
+    zero = "zero"
+
+
+class ModelName(str, Enum):
+    qkan_lstm = "qkan-lstm"
+    hqkan_lstm = "hqkan-lstm"
+    lstm = "lstm"
+
+
+class Readout(str, Enum):
+    fast = "fast"
+    born = "born"
+
+
+class ScalerKind(str, Enum):
+    standard = "standard"
+    robust = "robust"
+    minmax = "minmax"
+    none = "none"
+
+
+class OutFormat(str, Enum):
+    parquet = "parquet"
+    csv = "csv"
+    jsonl = "jsonl"
+
+
+DataArg = Annotated[str, typer.Argument(help="CSV or Parquet file, or - for stdin.", metavar="DATA")]
+IdCol = Annotated[str, typer.Option("--id-col", help="Series id column (absent: one series).")]
+TimeCol = Annotated[str, typer.Option("--time-col", help="Timestamp column.")]
+TargetCol = Annotated[str, typer.Option("--target-col", help="Target value column.")]
+Wide = Annotated[bool, typer.Option("--wide", help="One column per series next to the time column.")]
+Freq = Annotated[str | None, typer.Option("--freq", help="Expected frequency, e.g. 10min, h, D (default: inferred).")]
+FillOpt = Annotated[Fill, typer.Option("--fill", help="Gaps and NaN: none (stop with an error), ffill, linear, zero.")]
+RegistryOpt = Annotated[
+    Path | None,
+    typer.Option("--registry", help="Registry root (default: $QKANFORECAST_HOME or the user data directory).",
+                 show_default=False),
+]
+ModelRef = Annotated[str, typer.Option("--model", "-m", help="Model reference: NAME, NAME@vN, NAME@latest or a path.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or notes on stderr.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"qkanforecast {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    """Forecast telecom time series with QKAN-LSTM, HQKAN-LSTM and LSTM models.
+
+    Example: qkanforecast train data.csv --model qkan-lstm --lookback 144 --horizon 6
+    """
+
+
+def _read(data: str, id_col: str, time_col: str, target_col: str, wide: bool, freq: str | None, fill: Fill,
+          min_length: int | None = None):  # noqa: ANN202
+    from qkanforecast.data import IngestOptions, read_table
+
+    options = IngestOptions(id_col=id_col, time_col=time_col, target_col=target_col, wide=wide, freq=freq,
+                            fill=fill.value, min_length=min_length)
+    return read_table(data, options)
+
+
+def _registry(root: Path | None):  # noqa: ANN202
+    from qkanforecast.registry import Registry
+
+    return Registry(root)
+
+
+@app.command()
+@user_errors
+def ingest(
+    data: DataArg,
+    output: Annotated[str, typer.Option("--output", "-o", help="Output path (.parquet or .csv), or - for CSV on stdout.")] = "-",
+    id_col: IdCol = "unique_id",
+    time_col: TimeCol = "ds",
+    target_col: TargetCol = "y",
+    wide: Wide = False,
+    freq: Freq = None,
+    fill: FillOpt = Fill.none,
+    min_length: Annotated[int | None, typer.Option("--min-length", help="Reject series shorter than this.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary on stderr as JSON.")] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Validate a CSV or Parquet table and write it as the canonical long table (unique_id, ds, y).
+
+    Example: qkanforecast ingest traffic.csv --id-col cell --time-col time --target-col internet -o traffic.parquet
+    """
+    from qkanforecast.data import print_report, write_table
+
+    table = _read(data, id_col, time_col, target_col, wide, freq, fill, min_length)
+    write_table(table, output)
+    if not quiet or as_json:
+        print_report(table, err, as_json=as_json)
+
+
+@app.command()
+@user_errors
+def train(
+    data: DataArg,
+    model: Annotated[ModelName | None, typer.Option("--model", help="Model family.  [default: qkan-lstm]",
+                                                    show_default=False)] = None,
+    lookback: Annotated[int | None, typer.Option(help="Input steps per window.  [default: 64]", show_default=False)] = None,
+    horizon: Annotated[int | None, typer.Option(help="Steps forecast at once.  [default: 1]", show_default=False)] = None,
+    hidden_size: Annotated[int | None, typer.Option(help="Hidden units (default: the family's).")] = None,
+    num_layers: Annotated[int | None, typer.Option(help="Stacked recurrent layers.  [default: 1]", show_default=False)] = None,
+    reps: Annotated[int | None, typer.Option(help="DARUAN re-uploading repetitions (QKAN models).  [default: 3]", show_default=False)] = None,
+    readout: Annotated[Readout | None, typer.Option(help="DARUAN read-out (QKAN models).  [default: fast]", show_default=False)] = None,
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs.  [default: 20]", show_default=False)] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Windows per batch.  [default: 128]", show_default=False)] = None,
+    lr: Annotated[float | None, typer.Option(help="Adam learning rate.  [default: 0.005]", show_default=False)] = None,
+    val_size: Annotated[float | None, typer.Option(help="Validation tail per series: fraction (<1) or steps.  [default: 0.1]", show_default=False)] = None,
+    test_size: Annotated[float | None, typer.Option(help="Tail per series left out of training entirely: fraction (<1) or steps.  [default: 0]", show_default=False)] = None,
+    patience: Annotated[int | None, typer.Option(help="Epochs without validation gain before stopping (0: never).  [default: 5]", show_default=False)] = None,
+    scaler: Annotated[ScalerKind | None, typer.Option(help="Per-series scaler.  [default: standard]", show_default=False)] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.  [default: 0]", show_default=False)] = None,
+    name: Annotated[str | None, typer.Option(help="Registry name (default: the model family).")] = None,
+    from_ref: Annotated[str | None, typer.Option("--from", help="Warm-start from this registered model.")] = None,
+    registry: RegistryOpt = None,
+    id_col: IdCol = "unique_id",
+    time_col: TimeCol = "ds",
+    target_col: TargetCol = "y",
+    wide: Wide = False,
+    freq: Freq = None,
+    fill: FillOpt = Fill.none,
+    quiet: Quiet = False,
+) -> None:
+    """Train one global model over every series of DATA and print its registry reference (NAME@vN).
+
+    Example: ref=$(qkanforecast train traffic.parquet --lookback 144 --horizon 6 -q)
+    """
+    from qkanforecast.train import TrainConfig, config_from
+    from qkanforecast.train import train as run_training
+
+    overrides = {k: v.value if isinstance(v, Enum) else v for k, v in {
+        "lookback": lookback, "horizon": horizon, "hidden_size": hidden_size, "num_layers": num_layers,
+        "reps": reps, "readout": readout, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+        "val_size": val_size, "test_size": test_size, "patience": patience, "scaler": scaler, "seed": seed,
+        "model": model,
+    }.items() if v is not None}
+    reg = _registry(registry)
+    warm = None
+    if from_ref is not None:
+        warm = reg.get(from_ref)
+        config = config_from(warm, overrides)
+        name = name or warm.name
+    else:
+        config = TrainConfig(**overrides)
+    table = _read(data, id_col, time_col, target_col, wide, freq, fill)
+    progress = None if quiet else _progress_printer()
+    entry = run_training(table, config, name=name, registry=reg, warm_start=warm, source=_source(data),
+                         progress=progress)
+    if not quiet:
+        m = entry.manifest["metrics"]
+        err.print(f"best epoch {m['best_epoch']}: val loss {m['val_loss']:.4g}; saved {entry.path}", highlight=False)
+    typer.echo(entry.ref)
+
+
+def _source(data: str) -> str:
+    return "<stdin>" if data == "-" else str(Path(data).resolve())
+
+
+def _progress_printer():  # noqa: ANN202
+    """One line per epoch on stderr: losses, speed and the time left at the current pace."""
+    state = {"elapsed": 0.0}
+
+    def show(record, total: int, improved: bool) -> None:  # noqa: ANN001
+        state["elapsed"] += record.seconds
+        eta = state["elapsed"] / record.epoch * (total - record.epoch)
+        mark = "*" if improved else " "
+        err.print(
+            f"epoch {record.epoch:>3}/{total}  train {record.train_loss:.4g}  val {record.val_loss:.4g}{mark} "
+            f"{record.windows_per_s:,.0f} windows/s  ETA {eta:.0f}s",
+            highlight=False,
+        )
+
+    return show
+
+
+def _write_output(frame, output: str, fmt: OutFormat | None) -> None:  # noqa: ANN001
+    from qkanforecast.data import write_frame
+
+    write_frame(frame, output, fmt.value if fmt else None)
+
+
+@app.command()
+@user_errors
+def forecast(
+    data: DataArg,
+    model: ModelRef,
+    output: Annotated[str, typer.Option("--output", "-o", help="Output file, or - for CSV on stdout.")] = "-",
+    fmt: Annotated[OutFormat | None, typer.Option("--format", help="Output format (default: from the suffix).")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Steps to forecast (default: the model's horizon; more are recursive).")] = None,
+    registry: RegistryOpt = None,
+    id_col: IdCol = "unique_id",
+    time_col: TimeCol = "ds",
+    target_col: TargetCol = "y",
+    wide: Wide = False,
+    freq: Freq = None,
+    fill: FillOpt = Fill.none,
+    quiet: Quiet = False,
+) -> None:
+    """Forecast the steps after the end of every series of DATA, in original units.
+
+    Example: qkanforecast forecast traffic.parquet --model qkan-lstm@latest -o forecast.csv
+    """
+    from qkanforecast.forecast import Predictor
+    from qkanforecast.forecast import forecast as run_forecast
+
+    if steps is not None and steps < 1:
+        raise QKANForecastError(f"--steps must be at least 1, got {steps}")
+    predictor = Predictor.load(model, _registry(registry))
+    table = _read(data, id_col, time_col, target_col, wide, freq, fill)
+    frame = run_forecast(predictor, table, steps)
+    _write_output(frame, output, fmt)
+    if not quiet and output != "-":
+        err.print(f"{len(frame):,} forecasts of {frame['unique_id'].nunique():,} series written to {output}",
+                  highlight=False)
+
+
+@app.command()
+@user_errors
+def evaluate(
+    data: DataArg,
+    model: ModelRef,
+    windows: Annotated[int, typer.Option(help="Backtest origins per series.")] = 3,
+    step: Annotated[int | None, typer.Option(help="Steps between origins (default: the model's horizon).")] = None,
+    refit: Annotated[bool, typer.Option("--refit", help="Retrain the model for every window.")] = False,
+    output: Annotated[str | None, typer.Option("--output", "-o", help="Write the backtest table here (- for stdout).")] = None,
+    fmt: Annotated[OutFormat | None, typer.Option("--format", help="Backtest table format (default: from the suffix).")] = None,
+    per_series: Annotated[bool, typer.Option("--per-series", help="Also score every series.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON lines.")] = False,
+    registry: RegistryOpt = None,
+    id_col: IdCol = "unique_id",
+    time_col: TimeCol = "ds",
+    target_col: TargetCol = "y",
+    wide: Wide = False,
+    freq: Freq = None,
+    fill: FillOpt = Fill.none,
+    quiet: Quiet = False,
+) -> None:
+    """Backtest a model on the last windows of every series against naive and seasonal-naive forecasts.
+
+    Example: qkanforecast evaluate traffic.parquet --model qkan-lstm --windows 7 --step 144 -o backtest.csv
+    """
+    from qkanforecast.evaluate import evaluate as run_evaluate
+    from qkanforecast.forecast import Predictor
+
+    predictor = Predictor.load(model, _registry(registry))
+    table = _read(data, id_col, time_col, target_col, wide, freq, fill)
+    backtest, metrics = run_evaluate(predictor, table, windows, step, refit, per_series)
+    if output is not None:
+        _write_output(backtest, output, fmt)
+    console = err if output == "-" else Console()
+    if as_json:
+        for row in metrics.to_dict(orient="records"):
+            console.print_json(json.dumps(row, allow_nan=True).replace("NaN", "null"))
+    else:
+        table_out = RichTable(title=f"{predictor.entry.ref}: {backtest['cutoff'].nunique()} cutoffs, "
+                                    f"{backtest['unique_id'].nunique()} series")
+        for col in metrics.columns:
+            table_out.add_column(col, justify="left" if col in ("unique_id", "model") else "right")
+        for row in metrics.itertuples(index=False):
+            table_out.add_row(*(str(v) if isinstance(v, str) else f"{v:.4g}" for v in row))
+        console.print(table_out)
+    if not quiet and output not in (None, "-"):
+        err.print(f"backtest of {len(backtest):,} rows written to {output}", highlight=False)
+
+
+# -- registry commands ------------------------------------------------------------------------------------
+@models_app.command("list")
+@user_errors
+def models_list(
+    registry: RegistryOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per version.")] = False,
+) -> None:
+    """List every registered model version.
+
+    Example: qkanforecast models list --json
+    """
+    reg = _registry(registry)
+    rows = [_summary(e) for e in reg.entries()]
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(row))
+        return
+    table = RichTable(title=f"registry {reg.root}")
+    for col in ("ref", "model", "parameters", "freq", "lookback", "horizon", "series", "val_loss", "created"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["ref"], r["model"], str(r["parameters"]), str(r["freq"]), str(r["lookback"]),
+                      str(r["horizon"]), str(r["series"]), f"{r['val_loss']:.4g}", r["created"])
+    Console().print(table)
+
+
+def _summary(entry) -> dict[str, Any]:  # noqa: ANN001
+    m = entry.manifest
+    return {
+        "ref": entry.ref,
+        "model": m["model"]["name"],
+        "parameters": m["model"]["num_parameters"],
+        "freq": m["data"]["freq"],
+        "lookback": m["data"]["lookback"],
+        "horizon": m["data"]["horizon"],
+        "series": m["data"]["series"],
+        "val_loss": m["metrics"]["val_loss"],
+        "created": m["created"],
+        "path": str(entry.path),
+    }
+
+
+@models_app.command("show")
+@user_errors
+def models_show(ref: Annotated[str, typer.Argument(help="NAME, NAME@vN, NAME@latest or a path.")],
+                registry: RegistryOpt = None) -> None:
+    """Print a model version's manifest (JSON) after checking its weights.
+
+    Example: qkanforecast models show qkan-lstm@v2
+    """
+    reg = _registry(registry)
+    entry = reg.get(ref)
+    reg.load_state_dict(entry)  # refuses a corrupt checkpoint
+    typer.echo(json.dumps({"ref": entry.ref, "path": str(entry.path), **entry.manifest}, indent=2))
+
+
+@models_app.command("rm")
+@user_errors
+def models_rm(ref: Annotated[str, typer.Argument(help="NAME@vN for one version, NAME for all of them.")],
+              registry: RegistryOpt = None) -> None:
+    """Remove one version, or every version of a name.
+
+    Example: qkanforecast models rm qkan-lstm@v1
+    """
+    for entry in _registry(registry).remove(ref):
+        err.print(f"removed {entry.ref} ({entry.path})", highlight=False)
+
+
+@models_app.command("path")
+@user_errors
+def models_path(ref: Annotated[str | None, typer.Argument(help="A reference (default: print the registry root).")] = None,
+                registry: RegistryOpt = None) -> None:
+    """Print the registry root, or the directory of a model version.
+
+    Example: qkanforecast models path qkan-lstm@latest
+    """
+    reg = _registry(registry)
+    typer.echo(str(reg.resolve(ref) if ref else reg.root))

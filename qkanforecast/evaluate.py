@@ -1,0 +1,115 @@
+"""Rolling-origin backtests against naive and seasonal-naive baselines."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+
+from qkanforecast.data import Table
+from qkanforecast.errors import QKANForecastError
+from qkanforecast.forecast import Predictor, series_arrays
+from qkanforecast.metrics import metrics_table, naive_scale
+
+
+def season_length(freq: str) -> int:
+    """Steps per day for sub-daily data, 7 (a week) for daily data, else 1 (no season)."""
+    step = pd.Timedelta(pd.tseries.frequencies.to_offset(freq))
+    day = pd.Timedelta("1D")
+    if step < day and day % step == pd.Timedelta(0):
+        return int(day // step)
+    if step == day:
+        return 7
+    return 1
+
+
+def _seasonal_naive(history: np.ndarray, horizon: int, season: int) -> np.ndarray:
+    if len(history) < season:
+        return np.full(horizon, np.nan)
+    last_season = history[-season:]
+    return last_season[np.arange(horizon) % season]
+
+
+def backtest(
+    predictor: Predictor,
+    table: Table,
+    windows: int = 3,
+    step: int | None = None,
+    refit: bool = False,
+) -> pd.DataFrame:
+    """Forecast the last ``windows`` origins of every series, ``step`` apart (default: the horizon).
+
+    Without ``refit`` the registered model forecasts every window as it is. With ``refit`` a fresh model is
+    trained per window, with the registered training config, on the data before that window's cutoff.
+    Returns ``unique_id, ds, cutoff, y, <model>, naive, seasonal_naive`` in original units.
+    """
+    if windows < 1:
+        raise QKANForecastError(f"--windows must be at least 1, got {windows}")
+    step = step or predictor.horizon
+    if step < 1:
+        raise QKANForecastError(f"--step must be at least 1, got {step}")
+    predictor.check_freq(table)
+    horizon, lookback = predictor.horizon, predictor.lookback
+    season = season_length(table.freq)
+    need = lookback + horizon + (windows - 1) * step
+    uids, values, stamps = series_arrays(table, need, f"{windows} backtest windows of lookback {lookback} + "
+                                                      f"horizon {horizon}, {step} apart,")
+    parts = []
+    for k in range(windows):
+        back = (windows - 1 - k) * step + horizon  # steps after the cutoff in each series
+        model = predictor
+        if refit:
+            model = _refit(predictor, table, back)
+        for uid, v in zip(uids, values, strict=True):
+            if not model.scaler.has(uid):
+                model.scaler.fit_series(uid, v[: len(v) - back])
+        hist = np.stack([v[len(v) - back - lookback : len(v) - back] for v in values])
+        pred = model.predict(uids, hist, horizon)
+        for i, (uid, v, s) in enumerate(zip(uids, values, stamps, strict=True)):
+            cut = len(v) - back
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "unique_id": uid,
+                        "ds": s[cut : cut + horizon],
+                        "cutoff": s[cut - 1],
+                        "y": v[cut : cut + horizon],
+                        predictor.column: pred[i],
+                        "naive": np.repeat(v[cut - 1], horizon),
+                        "seasonal_naive": _seasonal_naive(v[:cut], horizon, season),
+                    }
+                )
+            )
+    return pd.concat(parts, ignore_index=True).sort_values(["unique_id", "cutoff", "ds"], ignore_index=True)
+
+
+def _refit(predictor: Predictor, table: Table, back: int) -> Predictor:
+    """Train the registered config afresh on every series without its last ``back`` steps."""
+    from qkanforecast.train import TrainConfig, fit_table
+
+    frame = table.frame
+    keep = frame.groupby("unique_id", sort=False, observed=True).cumcount(ascending=False) >= back
+    cut = replace(table, frame=frame[keep.to_numpy()].reset_index(drop=True))
+    config = TrainConfig(**predictor.entry.manifest["training"]["config"])
+    fitted = fit_table(cut, config)
+    return Predictor.from_parts(predictor.entry, fitted.model, fitted.scaler)
+
+
+def evaluate(
+    predictor: Predictor,
+    table: Table,
+    windows: int = 3,
+    step: int | None = None,
+    refit: bool = False,
+    per_series: bool = False,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The backtest table and its metrics table (model, naive, seasonal naive; overall and per series)."""
+    bt = backtest(predictor, table, windows, step, refit)
+    season = season_length(table.freq)
+    first_cut = bt.groupby("unique_id", sort=False)["cutoff"].min()
+    scales = {}
+    for uid, v, s in zip(*series_arrays(table, 1, "scoring"), strict=True):
+        scales[uid] = naive_scale(v[s <= first_cut[uid].to_datetime64()], season)
+    models = [predictor.column, "naive", "seasonal_naive"]
+    return bt, metrics_table(bt, models, scales, per_series)

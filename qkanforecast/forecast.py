@@ -1,0 +1,138 @@
+"""Load a registered model and forecast the steps after the end of every series of a table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from qkanforecast.data import Table
+from qkanforecast.errors import QKANForecastError
+from qkanforecast.models import build_model
+from qkanforecast.registry import Entry, Registry
+from qkanforecast.windows import SeriesScaler
+
+
+@dataclass
+class Predictor:
+    """A registered model ready to predict: network in eval mode, its scaler and its data schema."""
+
+    entry: Entry
+    model: nn.Module
+    scaler: SeriesScaler
+
+    @classmethod
+    def load(cls, ref: str, registry: Registry | None = None) -> Predictor:
+        registry = registry or Registry()
+        entry = registry.get(ref)
+        try:
+            spec = entry.manifest["model"]
+            model = build_model(spec["name"], **spec["config"])
+            model.load_state_dict(registry.load_state_dict(entry))
+            scaler = SeriesScaler.from_state_dict(entry.manifest["scaler"])
+        except (KeyError, TypeError, RuntimeError) as exc:
+            raise QKANForecastError(f"{entry.path}: cannot rebuild the model from its manifest ({exc})") from None
+        model.eval()
+        return cls(entry, model, scaler)
+
+    @classmethod
+    def from_parts(cls, entry: Entry, model: nn.Module, scaler: SeriesScaler) -> Predictor:
+        model.eval()
+        return cls(entry, model, scaler)
+
+    @property
+    def column(self) -> str:
+        """The forecast column's name: the model family (``qkan-lstm``, ``hqkan-lstm``, ``lstm``)."""
+        return str(self.entry.manifest["model"]["name"])
+
+    @property
+    def lookback(self) -> int:
+        return int(self.entry.manifest["data"]["lookback"])
+
+    @property
+    def horizon(self) -> int:
+        return int(self.entry.manifest["data"]["horizon"])
+
+    @property
+    def freq(self) -> str:
+        return str(self.entry.manifest["data"]["freq"])
+
+    def check_freq(self, table: Table) -> None:
+        if table.freq != self.freq:
+            raise QKANForecastError(
+                f"data frequency is {table.freq} but {self.entry.ref} was trained on {self.freq} data"
+            )
+
+    @torch.no_grad()
+    def predict(self, uids: list[str], histories: np.ndarray, steps: int | None = None) -> np.ndarray:
+        """Forecast ``steps`` values after each history, in original units.
+
+        ``histories`` is ``[S, >= lookback]`` in original units, one row per series of ``uids``. Beyond the
+        model's horizon the forecast is recursive: predictions are fed back as inputs.
+        """
+        steps = steps or self.horizon
+        window = self.scaler.transform(uids, histories[:, -self.lookback :]).astype(np.float32)  # [S, L]
+        out = []
+        done = 0
+        while done < steps:
+            pred = np.concatenate(
+                [self.model(torch.from_numpy(chunk[:, :, None])).numpy() for chunk in _chunks(window)]
+            )  # [S, H]
+            out.append(pred)
+            done += pred.shape[1]
+            window = np.concatenate([window, pred], axis=1)[:, -self.lookback :]
+        scaled = np.concatenate(out, axis=1)[:, :steps]
+        return self.scaler.inverse_transform(uids, scaled.astype(np.float64))
+
+
+def _chunks(a: np.ndarray, size: int = 4096) -> list[np.ndarray]:
+    return [np.ascontiguousarray(a[i : i + size]) for i in range(0, len(a), size)] or [a]
+
+
+def series_arrays(table: Table, min_length: int, what: str) -> tuple[list[str], list[np.ndarray], list[Any]]:
+    """Per series: id, values and timestamps; errors on the first series shorter than ``min_length``."""
+    frame = table.frame
+    uids, values, stamps = [], [], []
+    codes, uniques = pd.factorize(frame["unique_id"], sort=False)
+    bounds = np.flatnonzero(np.diff(codes)) + 1
+    y = frame["y"].to_numpy(np.float64)
+    ds = frame["ds"].to_numpy()
+    for start, stop in zip(np.r_[0, bounds], np.r_[bounds, len(frame)], strict=True):
+        uid = str(uniques[codes[start]])
+        if stop - start < min_length:
+            raise QKANForecastError(
+                f"series {uid!r} has {stop - start} steps; {what} needs at least {min_length}"
+            )
+        uids.append(uid)
+        values.append(y[start:stop])
+        stamps.append(ds[start:stop])
+    return uids, values, stamps
+
+
+def forecast(predictor: Predictor, table: Table, steps: int | None = None) -> pd.DataFrame:
+    """The next ``steps`` (default: the model's horizon) after each series' last timestamp.
+
+    Series the model never saw are scaled with statistics of their own history. Returns a long table
+    ``unique_id, ds, <model>`` in original units.
+    """
+    predictor.check_freq(table)
+    steps = steps or predictor.horizon
+    uids, values, stamps = series_arrays(table, predictor.lookback, f"a lookback of {predictor.lookback}")
+    for uid, v in zip(uids, values, strict=True):
+        if not predictor.scaler.has(uid):
+            predictor.scaler.fit_series(uid, v)
+    histories = np.stack([v[-predictor.lookback :] for v in values])
+    pred = predictor.predict(uids, histories, steps)  # [S, steps]
+    offset = pd.tseries.frequencies.to_offset(table.freq)
+    future = [pd.date_range(s[-1], periods=steps + 1, freq=offset)[1:] for s in stamps]
+    return pd.DataFrame(
+        {
+            "unique_id": np.repeat(uids, steps),
+            "ds": np.concatenate(future),
+            predictor.column: pred.reshape(-1),
+        }
+    )

@@ -1,0 +1,244 @@
+"""Model-agnostic training: windows in, best weights out, then a registry version.
+
+One global model is fitted over every series of a table: per-series scalers fitted on the training part,
+windows as views, Adam on the MSE of the scaled targets, early stopping on the chronological validation
+part with the best weights kept. Seeded once here, at the entry point; same seed and data give bitwise
+the same weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from qkanforecast.data import Table
+from qkanforecast.errors import QKANForecastError
+from qkanforecast.models import MODELS, build_model, count_parameters
+from qkanforecast.registry import Entry, Registry, check_name
+from qkanforecast.windows import SeriesScaler, WindowDataset
+
+# The fields that shape the network: a warm start must keep them.
+ARCHITECTURE = ("model", "hidden_size", "num_layers", "reps", "readout", "horizon")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: str = "qkan-lstm"
+    lookback: int = 64
+    horizon: int = 1
+    hidden_size: int | None = None  # None: the model family's default
+    num_layers: int = 1
+    reps: int = 3
+    readout: str = "fast"
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 5e-3
+    val_size: float = 0.1  # < 1: a fraction of each series; >= 1: a number of steps
+    test_size: float = 0.0  # held out from training and validation altogether (for an honest evaluate)
+    patience: int = 5
+    scaler: str = "standard"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise QKANForecastError(f"unknown model {self.model!r}; choose from {', '.join(sorted(MODELS))}")
+        for name in ("lookback", "horizon", "epochs", "batch_size", "num_layers", "reps"):
+            if getattr(self, name) < 1:
+                raise QKANForecastError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.hidden_size is not None and self.hidden_size < 1:
+            raise QKANForecastError(f"--hidden-size must be at least 1, got {self.hidden_size}")
+        if not self.lr > 0:
+            raise QKANForecastError(f"--lr must be positive, got {self.lr}")
+        if self.patience < 0 or self.val_size < 0 or self.test_size < 0:
+            raise QKANForecastError("--patience, --val-size and --test-size must not be negative")
+
+    def model_kwargs(self, input_size: int = 1) -> dict[str, Any]:
+        """Constructor arguments for the chosen family: only those it accepts, None meaning its default."""
+        wanted = {"input_size": input_size, "horizon": self.horizon, "hidden_size": self.hidden_size,
+                  "num_layers": self.num_layers, "reps": self.reps, "readout": self.readout}
+        accepted = inspect.signature(MODELS[self.model]).parameters
+        return {k: v for k, v in wanted.items() if k in accepted and v is not None}
+
+
+@dataclass
+class Epoch:
+    epoch: int
+    train_loss: float
+    val_loss: float
+    seconds: float
+    windows_per_s: float
+
+
+ProgressFn = Callable[[Epoch, int, bool], None]  # (epoch record, total epochs, improved)
+
+
+def _batches(ds: WindowDataset, batch_size: int, gen: torch.Generator | None) -> Iterator[tuple[torch.Tensor, ...]]:
+    n = len(ds)
+    order = torch.randperm(n, generator=gen) if gen is not None else torch.arange(n)
+    for start in range(0, n, batch_size):
+        yield ds.batch(order[start : start + batch_size])
+
+
+@torch.no_grad()
+def evaluate_loss(model: nn.Module, ds: WindowDataset, batch_size: int = 1024) -> float:
+    model.eval()
+    total, count = 0.0, 0
+    for x, y in _batches(ds, batch_size, None):
+        total += float(nn.functional.mse_loss(model(x), y, reduction="sum"))
+        count += y.numel()
+    return total / max(count, 1)
+
+
+def fit(
+    model: nn.Module,
+    train_ds: WindowDataset,
+    val_ds: WindowDataset | None,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    patience: int,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+) -> list[Epoch]:
+    """Train in place with Adam + MSE; keep the weights of the best validation epoch (or the last)."""
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    best, best_state, stale, history = math.inf, copy.deepcopy(model.state_dict()), 0, []
+    for epoch in range(1, epochs + 1):
+        model.train()
+        start, total, count = time.perf_counter(), 0.0, 0
+        for x, y in _batches(train_ds, batch_size, gen):
+            opt.zero_grad(set_to_none=True)
+            loss = nn.functional.mse_loss(model(x), y)
+            loss.backward()
+            opt.step()
+            total += float(loss) * y.numel()
+            count += y.numel()
+        train_loss = total / max(count, 1)
+        val_loss = evaluate_loss(model, val_ds) if val_ds is not None and len(val_ds) else train_loss
+        seconds = time.perf_counter() - start
+        record = Epoch(epoch, train_loss, val_loss, seconds, len(train_ds) / max(seconds, 1e-9))
+        history.append(record)
+        if not math.isfinite(train_loss):
+            raise QKANForecastError(f"training diverged at epoch {epoch} (loss {train_loss}); lower --lr")
+        improved = val_loss < best
+        if improved:
+            best, best_state, stale = val_loss, copy.deepcopy(model.state_dict()), 0
+        else:
+            stale += 1
+        if progress is not None:
+            progress(record, epochs, improved)
+        if patience and stale >= patience:
+            break
+    model.load_state_dict(best_state)
+    return history
+
+
+def config_from(entry: Entry, overrides: dict[str, Any]) -> TrainConfig:
+    """The config of a warm start: the checkpoint's, updated by ``overrides`` that keep its architecture."""
+    base = TrainConfig(**entry.manifest["training"]["config"])
+    for key in ARCHITECTURE:
+        if key in overrides and overrides[key] != getattr(base, key):
+            raise QKANForecastError(
+                f"--{key.replace('_', '-')} {overrides[key]} does not fit {entry.ref} "
+                f"({key} {getattr(base, key)}); leave it out to keep the checkpoint's"
+            )
+    return replace(base, **overrides)
+
+
+@dataclass
+class Fitted:
+    """A trained network with its scaler, history and the windows it was fitted on."""
+
+    model: nn.Module
+    scaler: SeriesScaler
+    history: list[Epoch]
+    train_windows: int
+    val_windows: int
+
+
+def fit_table(
+    table: Table,
+    config: TrainConfig,
+    *,
+    initial_state: dict[str, torch.Tensor] | None = None,
+    progress: ProgressFn | None = None,
+) -> Fitted:
+    """Fit one global model on every series of ``table`` (seeded here, at the entry point)."""
+    torch.manual_seed(config.seed)
+    scaler = SeriesScaler(config.scaler)
+    splits = dict(lookback=config.lookback, horizon=config.horizon, val_size=config.val_size,
+                  test_size=config.test_size)
+    train_ds = WindowDataset(table, part="train", scaler=scaler, fit_scaler=True, **splits)
+    val_ds = WindowDataset(table, part="val", scaler=scaler, **splits) if config.val_size else None
+    if len(train_ds) == 0:
+        raise QKANForecastError(
+            f"no training windows: every series is too short for lookback {config.lookback} + horizon "
+            f"{config.horizon} after holding out validation and test data"
+        )
+    model = build_model(config.model, **config.model_kwargs())
+    if initial_state is not None:
+        model.load_state_dict(initial_state)
+    history = fit(model, train_ds, val_ds, epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
+                  patience=config.patience, seed=config.seed, progress=progress)
+    return Fitted(model, scaler, history, len(train_ds), len(val_ds) if val_ds is not None else 0)
+
+
+def train(
+    table: Table,
+    config: TrainConfig,
+    *,
+    name: str | None = None,
+    registry: Registry | None = None,
+    warm_start: Entry | None = None,
+    source: str | None = None,
+    progress: ProgressFn | None = None,
+) -> Entry:
+    """Fit one global model on every series of ``table`` and publish it as a new registry version."""
+    registry = registry or Registry()
+    name = check_name(name or config.model)
+    initial_state = None
+    if warm_start is not None:
+        if warm_start.manifest["data"]["freq"] != table.freq:
+            raise QKANForecastError(
+                f"data frequency is {table.freq} but {warm_start.ref} was trained on "
+                f"{warm_start.manifest['data']['freq']} data"
+            )
+        initial_state = registry.load_state_dict(warm_start)
+    started = time.perf_counter()
+    fitted = fit_table(table, config, initial_state=initial_state, progress=progress)
+    best = min(fitted.history, key=lambda e: e.val_loss)
+    manifest = {
+        "model": {
+            "name": config.model,
+            "config": fitted.model.config,
+            "num_parameters": count_parameters(fitted.model),
+        },
+        "data": {
+            "freq": table.freq,
+            "lookback": config.lookback,
+            "horizon": config.horizon,
+            "series": int(table.frame["unique_id"].nunique()),
+            "source": source,
+        },
+        "scaler": fitted.scaler.state_dict(),
+        "training": {
+            "config": asdict(config),
+            "warm_start": warm_start.ref if warm_start else None,
+            "train_windows": fitted.train_windows,
+            "val_windows": fitted.val_windows,
+            "seconds": round(time.perf_counter() - started, 3),
+        },
+        "history": [asdict(e) for e in fitted.history],
+        "metrics": {"best_epoch": best.epoch, "train_loss": best.train_loss, "val_loss": best.val_loss},
+    }
+    return registry.publish(name, fitted.model.state_dict(), manifest)
