@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
 import pandas as pd
 import torch
@@ -93,24 +91,17 @@ def _chunks(a: np.ndarray, size: int = 4096) -> list[np.ndarray]:
     return [np.ascontiguousarray(a[i : i + size]) for i in range(0, len(a), size)] or [a]
 
 
-def series_arrays(table: Table, min_length: int, what: str) -> tuple[list[str], list[np.ndarray], list[Any]]:
-    """Per series: id, values and timestamps; errors on the first series shorter than ``min_length``."""
-    frame = table.frame
-    uids, values, stamps = [], [], []
-    codes, uniques = pd.factorize(frame["unique_id"], sort=False)
-    bounds = np.flatnonzero(np.diff(codes)) + 1
-    y = frame["y"].to_numpy(np.float64)
-    ds = frame["ds"].to_numpy()
-    for start, stop in zip(np.r_[0, bounds], np.r_[bounds, len(frame)], strict=True):
-        uid = str(uniques[codes[start]])
-        if stop - start < min_length:
-            raise QKANForecastError(
-                f"series {uid!r} has {stop - start} steps; {what} needs at least {min_length}"
-            )
-        uids.append(uid)
-        values.append(y[start:stop])
-        stamps.append(ds[start:stop])
-    return uids, values, stamps
+def series_arrays(table: Table, min_length: int, what: str) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
+    """Per series: id, values and timestamps (views); errors on the first series shorter than ``min_length``."""
+    lengths = table.lengths
+    if len(lengths) and lengths.min() < min_length:
+        i = int(np.argmax(lengths < min_length))
+        raise QKANForecastError(
+            f"series {table.ids[i]!r} has {lengths[i]} steps; {what} needs at least {min_length}"
+        )
+    y, ds, off = table.values, table.frame["ds"].to_numpy(), table.offsets
+    return (list(table.ids), [y[a:b] for a, b in zip(off[:-1], off[1:], strict=True)],
+            [ds[a:b] for a, b in zip(off[:-1], off[1:], strict=True)])
 
 
 def forecast(predictor: Predictor, table: Table, steps: int | None = None) -> pd.DataFrame:
