@@ -21,8 +21,23 @@ lint: install
 	$(BIN)/ruff check qkanforecast tests bench
 	$(BIN)/mypy
 
+DEMO := demo_output
+QF := $(BIN)/qkanforecast
+
+# The quick start: ingest -> train -> forecast -> evaluate on two real Milan cells (14 days, 10-minute steps).
+# The last two days are held out of training (--test-size 288) so that the backtest is out of sample.
 demo: install
-	bash bench/demo.sh
+	rm -rf $(DEMO) && mkdir -p $(DEMO)
+	$(QF) ingest sample_data/milan_internet.csv -o $(DEMO)/milan_internet.parquet
+	$(QF) train $(DEMO)/milan_internet.parquet --model qkan-lstm --lookback 144 --horizon 144 \
+		--test-size 288 --registry $(DEMO)/registry --name milan-demo > $(DEMO)/ref.txt
+	$(QF) forecast $(DEMO)/milan_internet.parquet --model $$(cat $(DEMO)/ref.txt) \
+		--registry $(DEMO)/registry -o $(DEMO)/forecast.csv
+	$(QF) evaluate $(DEMO)/milan_internet.parquet --model $$(cat $(DEMO)/ref.txt) --windows 2 --step 144 \
+		--registry $(DEMO)/registry -o $(DEMO)/backtest.csv
+	@echo "model:    $$(cat $(DEMO)/ref.txt) in $(DEMO)/registry/"
+	@echo "forecast: $(DEMO)/forecast.csv (next day, 144 steps per cell)"
+	@echo "backtest: $(DEMO)/backtest.csv (last two days, model vs naive and seasonal naive)"
 
 bench: install
 	$(BIN)/python bench/layer.py
