@@ -1,0 +1,349 @@
+"""Windowed datasets over a canonical ``Table``, chronological splits and per-series scalers.
+
+Notation: S series, L lookback, H horizon, N windows in a batch.
+
+A window of series ``i`` with first target at position ``t`` (0-based within the series) has inputs
+``y[t - L : t]`` and targets ``y[t : t + H]``. Splits are per series: ``train = [0, train_end)``,
+``val = [train_end, val_end)``, ``test = [val_end, n)``. A window belongs to the part holding all its
+targets; its inputs may reach back into earlier parts (a validation window may read the end of train)
+but never forward, so train windows never see validation or test values and validation windows never
+see test values.
+
+Windows are views: the dataset keeps one tensor over the table's ``y`` (no copy), ``unfold`` gives the
+``[rows - L - H + 1, L + H]`` view of every run of ``L + H`` values, and only the start row of each part's
+first window per series is stored. Scaling happens per batch, so building a dataset allocates O(S) memory.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from qkanforecast.data import Table
+from qkanforecast.errors import QKANForecastError
+
+SCALERS = ("standard", "robust", "minmax", "none")
+PARTS = ("train", "val", "test")
+
+
+class SeriesScaler:
+    """Per-series affine scaling ``(v - loc) / scale``, fitted on training values only.
+
+    ``standard``: mean and standard deviation; ``robust``: median and inter-quartile range; ``minmax``:
+    maps the training range to [-1, 1] (as the QKAN-LSTM paper does); ``none``: identity. A constant
+    series gets scale 1. Statistics are float64 and serialise exactly through JSON.
+    """
+
+    def __init__(self, kind: str = "standard") -> None:
+        if kind not in SCALERS:
+            raise QKANForecastError(f"unknown scaler '{kind}'; choose from {', '.join(SCALERS)}")
+        self.kind = kind
+        self._stats: dict[str, tuple[float, float]] = {}
+
+    def __repr__(self) -> str:
+        return f"SeriesScaler(kind={self.kind!r}, series={len(self._stats)})"
+
+    def __len__(self) -> int:
+        return len(self._stats)
+
+    def has(self, unique_id: str) -> bool:
+        return unique_id in self._stats
+
+    def stats(self, unique_id: str) -> tuple[float, float]:
+        """``(loc, scale)`` of a series."""
+        try:
+            return self._stats[unique_id]
+        except KeyError:
+            raise QKANForecastError(
+                f"the scaler has no statistics for series '{unique_id}'; fit it on that series' history "
+                "(SeriesScaler.fit_series) to forecast a series unseen in training") from None
+
+    def fit_series(self, unique_id: str, values: Any) -> SeriesScaler:
+        """Fit (or refit) one series on ``values`` (its training part, or its own history)."""
+        v = np.asarray(values, dtype=np.float64).ravel()
+        if v.size == 0 or not np.isfinite(v).all():
+            raise QKANForecastError(
+                f"cannot fit the scaler on series '{unique_id}': no values or non-finite values")
+        if self.kind == "standard":
+            loc, scale = float(v.mean()), float(v.std())
+        elif self.kind == "robust":
+            q1, med, q3 = np.quantile(v, [0.25, 0.5, 0.75])
+            loc, scale = float(med), float(q3 - q1)
+            if not scale > 0:
+                scale = float(v.std())
+        elif self.kind == "minmax":
+            lo, hi = float(v.min()), float(v.max())
+            loc, scale = (hi + lo) / 2, (hi - lo) / 2
+        else:
+            loc, scale = 0.0, 1.0
+        if not (scale > 0 and math.isfinite(scale)):
+            scale = 1.0
+        self._stats[str(unique_id)] = (loc, scale)
+        return self
+
+    def fit(self, data: Table | pd.DataFrame | Mapping[str, Any],
+            until: Sequence[int] | np.ndarray | None = None) -> SeriesScaler:
+        """Fit every series: a ``Table`` (first ``until[i]`` values of series ``i``, default all), a
+        long DataFrame ``unique_id, y`` or a mapping ``{unique_id: values}``."""
+        if isinstance(data, Table):
+            y, off = data.values, data.offsets
+            for i, uid in enumerate(data.ids):
+                end = off[i + 1] if until is None else off[i] + int(until[i])
+                self.fit_series(uid, y[off[i]:end])
+        elif isinstance(data, pd.DataFrame):
+            for uid, group in data.groupby("unique_id", sort=False, observed=True):
+                self.fit_series(str(uid), group["y"].to_numpy())
+        else:
+            for uid, values in data.items():
+                self.fit_series(str(uid), values)
+        return self
+
+    def _loc_scale(self, unique_id: str | Sequence[str], ndim: int) -> tuple[np.ndarray, np.ndarray]:
+        if isinstance(unique_id, str):
+            loc, scale = self.stats(unique_id)
+            return np.float64(loc), np.float64(scale)
+        pairs = np.array([self.stats(str(u)) for u in unique_id], dtype=np.float64).reshape(-1, 2)
+        shape = (-1,) + (1,) * (ndim - 1)
+        return pairs[:, 0].reshape(shape), pairs[:, 1].reshape(shape)
+
+    def transform(self, values: Any, unique_id: str | Sequence[str]) -> Any:
+        """Scale ``values`` of one series (``unique_id`` a string) or of one series per row
+        (``unique_id`` a sequence as long as ``values``' first axis). numpy in, numpy out; torch in,
+        torch out (same dtype)."""
+        return self._apply(values, unique_id, inverse=False)
+
+    def inverse_transform(self, values: Any, unique_id: str | Sequence[str]) -> Any:
+        """Back to original units: ``v * scale + loc``."""
+        return self._apply(values, unique_id, inverse=True)
+
+    def _apply(self, values: Any, unique_id: str | Sequence[str], inverse: bool) -> Any:
+        if isinstance(values, torch.Tensor):
+            loc, scale = self._loc_scale(unique_id, max(values.dim(), 1))
+            lt = torch.as_tensor(loc, dtype=torch.float64)
+            st = torch.as_tensor(scale, dtype=torch.float64)
+            tv = values.to(torch.float64)
+            out = tv * st + lt if inverse else (tv - lt) / st
+            return out.to(values.dtype)
+        v = np.asarray(values, dtype=np.float64)
+        loc, scale = self._loc_scale(unique_id, max(v.ndim, 1))
+        return v * scale + loc if inverse else (v - loc) / scale
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-able state: ``{"kind", "unique_id", "loc", "scale"}``."""
+        ids = list(self._stats)
+        return {"kind": self.kind, "unique_id": ids, "loc": [self._stats[u][0] for u in ids],
+                "scale": [self._stats[u][1] for u in ids]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> SeriesScaler:
+        if state.get("kind") not in SCALERS:
+            raise QKANForecastError(f"bad scaler state: unknown kind {state.get('kind')!r}")
+        self.kind = state["kind"]
+        self._stats = {str(u): (float(a), float(b))
+                       for u, a, b in zip(state["unique_id"], state["loc"], state["scale"], strict=True)}
+        return self
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, Any]) -> SeriesScaler:
+        return cls().load_state_dict(state)
+
+
+def _size(value: float | int, n: int, name: str) -> int:
+    """A part size in steps: an int is steps, a float in [0, 1) a fraction of ``n`` (rounded)."""
+    if isinstance(value, bool) or value < 0:
+        raise QKANForecastError(f"{name} must be a number of steps or a fraction in [0, 1), got {value}")
+    if isinstance(value, float) and not value.is_integer():
+        if value >= 1:
+            raise QKANForecastError(f"{name} must be a number of steps or a fraction in [0, 1), got {value}")
+        return int(round(value * n))
+    return int(value)
+
+
+def split_points(lengths: Iterable[int], val_size: float | int = 0, test_size: float | int = 0
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-series ``(train_end, val_end)``: train ``[0, train_end)``, val ``[train_end, val_end)``,
+    test ``[val_end, n)``. Sizes are steps (int) or fractions of each series' length (float < 1)."""
+    n = np.asarray(list(lengths), dtype=np.int64)
+    test = np.array([_size(test_size, int(m), "test_size") for m in n], dtype=np.int64)
+    val = np.array([_size(val_size, int(m), "val_size") for m in n], dtype=np.int64)
+    train_end = n - test - val
+    if (train_end < 1).any():
+        i = int(np.argmax(train_end < 1))
+        raise QKANForecastError(
+            f"series {i} has {int(n[i])} values: val_size {val_size} and test_size {test_size} leave no "
+            "training values")
+    return train_end, n - test
+
+
+@dataclass
+class ForecastInputs:
+    """The last ``lookback`` scaled values of every series, ready for a model."""
+
+    unique_id: list[str]
+    x: torch.Tensor  # [S, L, 1]
+    last_ds: np.ndarray  # datetime64[ns] [S]
+    freq: str
+
+    def future_ds(self, horizon: int) -> np.ndarray:
+        """Timestamps of the next ``horizon`` steps of every series: datetime64[ns] ``[S, H]``."""
+        step = pd.Timedelta(pd.tseries.frequencies.to_offset(self.freq)).value
+        k = np.arange(1, horizon + 1, dtype=np.int64) * step
+        return (self.last_ds.view(np.int64)[:, None] + k[None, :]).view("datetime64[ns]")
+
+
+def _tensor(values: np.ndarray) -> torch.Tensor:
+    """A torch view of a (possibly read-only) numpy array; it is never written to."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(values)
+
+
+class WindowDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """Windows of ``lookback`` inputs and ``horizon`` targets from one part of every series.
+
+    ``dataset[k] -> (x [L, 1], y [H])`` float32, scaled; ``dataset.batch(idx) -> (x [N, L, 1], y [N, H])``;
+    ``iter_batches(batch_size, shuffle, generator)`` yields batches without a DataLoader.
+    """
+
+    def __init__(self, table: Table, lookback: int, horizon: int = 1, step: int = 1, part: str = "train",
+                 val_size: float | int = 0, test_size: float | int = 0, scaler: SeriesScaler | None = None,
+                 splits: tuple[np.ndarray, np.ndarray] | None = None, allow_empty: bool = False) -> None:
+        if lookback < 1 or horizon < 1 or step < 1:
+            raise QKANForecastError(
+                f"lookback, horizon and step must be at least 1, got {lookback}, {horizon}, {step}")
+        if part not in PARTS:
+            raise QKANForecastError(f"unknown part '{part}'; choose from {', '.join(PARTS)}")
+        self.table, self.lookback, self.horizon, self.step, self.part = table, lookback, horizon, step, part
+        lengths = table.lengths
+        if splits is None:
+            splits = split_points(lengths, val_size, test_size)
+        self.train_end, self.val_end = splits
+        if scaler is None:
+            scaler = SeriesScaler("standard").fit(table, until=self.train_end)
+        self.scaler = scaler
+        loc_scale = np.array([scaler.stats(u) for u in table.ids], dtype=np.float64).reshape(-1, 2)
+        self._loc = torch.from_numpy(loc_scale[:, 0].copy())
+        self._scale = torch.from_numpy(loc_scale[:, 1].copy())
+        # the part's target range per series, then the first target position and the window count
+        lo = {"train": np.zeros_like(lengths), "val": self.train_end, "test": self.val_end}[part]
+        hi = {"train": self.train_end, "val": self.val_end, "test": lengths}[part]
+        first = np.maximum(lo, lookback)
+        last = hi - horizon  # last allowed first-target position
+        counts = np.where(last >= first, (last - first) // step + 1, 0).astype(np.int64)
+        self.first_t = first.astype(np.int64)
+        self.counts = counts
+        self.cum = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        if self.cum[-1] == 0 and not allow_empty:
+            raise QKANForecastError(
+                f"no {part} windows: with lookback {lookback} and horizon {horizon} every series' "
+                f"{part} part is too short (longest series {int(lengths.max())} values, {part} part up to "
+                f"{int((hi - lo).max())}); use a shorter lookback or a larger {part} part")
+        self._values = _tensor(table.values)  # [rows] float64, shares memory with the table
+        width = lookback + horizon
+        if len(self._values) >= width:
+            self._windows = self._values.unfold(0, width, 1)  # [rows - L - H + 1, L + H] view
+        else:
+            self._windows = self._values.new_zeros((0, width))
+
+    def __len__(self) -> int:
+        return int(self.cum[-1])
+
+    def locate(self, index: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Series number and first-target position (within the series) of windows ``index``: ``[N]``."""
+        k = np.asarray(index, dtype=np.int64)
+        if k.size and (k.min() < -len(self) or k.max() >= len(self)):
+            raise IndexError(f"window index out of range for {len(self)} windows")
+        k = np.where(k < 0, k + len(self), k)
+        s = np.searchsorted(self.cum, k, side="right") - 1
+        return s, self.first_t[s] + (k - self.cum[s]) * self.step
+
+    def batch(self, index: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x [N, L, 1], y [N, H])`` float32 for window numbers ``index`` (only these are copied)."""
+        s, t = self.locate(np.atleast_1d(np.asarray(index)))
+        rows = torch.from_numpy(self.table.offsets[s] + t - self.lookback)
+        w = self._windows[rows]  # [N, L + H] float64 gather
+        st = torch.from_numpy(s)
+        w = ((w - self._loc[st, None]) / self._scale[st, None]).to(torch.float32)
+        return w[:, :self.lookback].unsqueeze(-1), w[:, self.lookback:]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.batch([index])
+        return x[0], y[0]
+
+    def iter_batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
+                     drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = torch.randperm(len(self), generator=generator).numpy() if shuffle else np.arange(len(self))
+        for b in range(0, len(self), batch_size):
+            idx = order[b:b + batch_size]
+            if drop_last and len(idx) < batch_size:
+                break
+            yield self.batch(idx)
+
+    def window_frame(self, index: Any = None) -> pd.DataFrame:
+        """``unique_id, cutoff`` (last input time), ``ds`` (first target time) of windows ``index``."""
+        idx = np.arange(len(self)) if index is None else np.asarray(index)
+        s, t = self.locate(idx)
+        ds = self.table.ds_ns
+        rows = self.table.offsets[s] + t
+        ids = np.asarray(self.table.ids, dtype=object)
+        return pd.DataFrame({"unique_id": ids[s], "cutoff": ds[rows - 1].view("datetime64[ns]"),
+                             "ds": ds[rows].view("datetime64[ns]")})
+
+    def targets(self, index: Any = None) -> np.ndarray:
+        """Targets of windows ``index`` in original units: float64 ``[N, H]``."""
+        idx = np.arange(len(self)) if index is None else np.asarray(index)
+        s, t = self.locate(idx)
+        rows = self.table.offsets[s] + t
+        return self.table.values[rows[:, None] + np.arange(self.horizon)[None, :]]
+
+    def series_of(self, index: Any) -> list[str]:
+        s, _ = self.locate(np.atleast_1d(np.asarray(index)))
+        ids = self.table.ids
+        return [ids[i] for i in s]
+
+
+def make_datasets(table: Table, lookback: int, horizon: int = 1, step: int = 1, val_size: float | int = 0,
+                  test_size: float | int = 0, scaler: str | SeriesScaler = "standard"
+                  ) -> tuple[WindowDataset, WindowDataset | None, WindowDataset | None, SeriesScaler]:
+    """Train / val / test datasets sharing one split and one scaler fitted on the training parts.
+    Val or test is ``None`` when its size is 0."""
+    splits = split_points(table.lengths, val_size, test_size)
+    if isinstance(scaler, str):
+        scaler = SeriesScaler(scaler).fit(table, until=splits[0])
+    kw = dict(lookback=lookback, horizon=horizon, step=step, scaler=scaler, splits=splits)
+    train = WindowDataset(table, part="train", **kw)  # type: ignore[arg-type]
+    val = WindowDataset(table, part="val", **kw) if (splits[1] > splits[0]).any() else None  # type: ignore[arg-type]
+    test = WindowDataset(table, part="test", **kw) if (table.lengths > splits[1]).any() else None  # type: ignore[arg-type]
+    return train, val, test, scaler
+
+
+def last_windows(table: Table, lookback: int, scaler: SeriesScaler,
+                 fit_unseen: bool = True) -> ForecastInputs:
+    """Per series, the last ``lookback`` values scaled: ``x [S, L, 1]`` float32.
+
+    Series the scaler has never seen are fitted on their own history when ``fit_unseen`` (the scaler
+    is updated), otherwise they are an error.
+    """
+    lengths = table.lengths
+    if (lengths < lookback).any():
+        i = int(np.argmax(lengths < lookback))
+        raise QKANForecastError(
+            f"series '{table.ids[i]}' has {int(lengths[i])} values but the model needs the last {lookback}")
+    y, off = table.values, table.offsets
+    for i, uid in enumerate(table.ids):
+        if not scaler.has(uid):
+            if not fit_unseen:
+                scaler.stats(uid)  # raises
+            scaler.fit_series(uid, y[off[i]:off[i + 1]])
+    rows = off[1:, None] - lookback + np.arange(lookback)[None, :]  # [S, L]
+    x = scaler.transform(y[rows], table.ids)
+    last = table.ds_ns[off[1:] - 1].view("datetime64[ns]")
+    return ForecastInputs(unique_id=list(table.ids), x=torch.from_numpy(x.astype(np.float32)).unsqueeze(-1),
+                          last_ds=last, freq=table.freq)
