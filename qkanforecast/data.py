@@ -679,6 +679,9 @@ def write_table(table: Table, path: str | os.PathLike[str], format: str | None =
     try:
         with os.fdopen(fd, "wb") as f:
             _write(table, f, fmt)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -706,7 +709,10 @@ def _write(table: Table, f: Any, fmt: str) -> None:
         return
     csv_schema = pa.schema([("unique_id", pa.string()), ("ds", pa.string()), ("y", pa.float64())])
     whole_seconds = not np.any(table.ds_ns % 10**9)
-    with pacsv.CSVWriter(f, csv_schema, write_options=pacsv.WriteOptions(quoting_style="needed")) as w:
+    plain = not any(set(str(c)) & set(',"\r\n') for c in table.frame["unique_id"].cat.categories)
+    options = pacsv.WriteOptions(quoting_style="none" if plain else "needed", include_header=False)
+    f.write(b"unique_id,ds,y\n")
+    with pacsv.CSVWriter(f, csv_schema, write_options=options) as w:
         for chunk in _chunks(table):
             ds = chunk.column("ds").cast(pa.timestamp("s")) if whole_seconds else chunk.column("ds")
             ds = pc.strftime(ds, format="%Y-%m-%d %H:%M:%S")
