@@ -92,14 +92,23 @@ IdCol = Annotated[str, typer.Option("--id-col", help="Series id column (absent: 
 TimeCol = Annotated[str, typer.Option("--time-col", help="Timestamp column.")]
 TargetCol = Annotated[str, typer.Option("--target-col", help="Target value column.")]
 Wide = Annotated[bool, typer.Option("--wide", help="One column per series next to the time column.")]
-Freq = Annotated[str | None, typer.Option("--freq", help="Expected frequency, e.g. 10min, h, D (default: inferred).")]
-FillOpt = Annotated[Fill, typer.Option("--fill", help="Gaps and NaN: none (stop with an error), ffill, linear, zero.")]
+Freq = Annotated[
+    str | None, typer.Option("--freq", help="Expected frequency, e.g. 10min, h, D (default: inferred).")
+]
+FillOpt = Annotated[
+    Fill, typer.Option("--fill", help="Gaps and NaN: none (stop with an error), ffill, linear, zero.")
+]
 RegistryOpt = Annotated[
     Path | None,
-    typer.Option("--registry", help="Registry root (default: $QKANFORECAST_HOME or the user data directory).",
-                 show_default=False),
+    typer.Option(
+        "--registry",
+        help="Registry root (default: $QKANFORECAST_HOME or the user data directory).",
+        show_default=False,
+    ),
 ]
-ModelRef = Annotated[str, typer.Option("--model", "-m", help="Model reference: NAME, NAME@vN, NAME@latest or a path.")]
+ModelRef = Annotated[
+    str, typer.Option("--model", "-m", help="Model reference: NAME, NAME@vN, NAME@latest or a path.")
+]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or notes on stderr.")]
 
 
@@ -121,12 +130,27 @@ def main(
     """
 
 
-def _read(data: str, id_col: str, time_col: str, target_col: str, wide: bool, freq: str | None, fill: Fill,
-          min_length: int | None = None):  # noqa: ANN202
+def _read(
+    data: str,
+    id_col: str,
+    time_col: str,
+    target_col: str,
+    wide: bool,
+    freq: str | None,
+    fill: Fill,
+    min_length: int | None = None,
+):  # noqa: ANN202
     from qkanforecast.data import IngestOptions, read_table
 
-    options = IngestOptions(id_col=id_col, time_col=time_col, target_col=target_col, wide=wide, freq=freq,
-                            fill=fill.value, min_length=min_length)
+    options = IngestOptions(
+        id_col=id_col,
+        time_col=time_col,
+        target_col=target_col,
+        wide=wide,
+        freq=freq,
+        fill=fill.value,
+        min_length=min_length,
+    )
     return read_table(data, options)
 
 
@@ -140,20 +164,24 @@ def _registry(root: Path | None):  # noqa: ANN202
 @user_errors
 def ingest(
     data: DataArg,
-    output: Annotated[str, typer.Option("--output", "-o", help="Output path (.parquet or .csv), or - for CSV on stdout.")] = "-",
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="Output path (.parquet or .csv), or - for CSV on stdout.")
+    ] = "-",
     id_col: IdCol = "unique_id",
     time_col: TimeCol = "ds",
     target_col: TargetCol = "y",
     wide: Wide = False,
     freq: Freq = None,
     fill: FillOpt = Fill.none,
-    min_length: Annotated[int | None, typer.Option("--min-length", help="Reject series shorter than this.")] = None,
+    min_length: Annotated[
+        int | None, typer.Option("--min-length", help="Reject series shorter than this.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary on stderr as JSON.")] = False,
     quiet: Quiet = False,
 ) -> None:
     """Validate a CSV or Parquet table and write it as the canonical long table (unique_id, ds, y).
 
-    Example: qkanforecast ingest traffic.csv --id-col cell --time-col time --target-col internet -o traffic.parquet
+    Example: qkanforecast ingest traffic.csv --id-col cell --time-col time -o traffic.parquet
     """
     from qkanforecast.data import print_report, write_table
 
@@ -167,24 +195,65 @@ def ingest(
 @user_errors
 def train(
     data: DataArg,
-    model: Annotated[ModelName | None, typer.Option("--model", help="Model family.  [default: qkan-lstm]",
-                                                    show_default=False)] = None,
-    lookback: Annotated[int | None, typer.Option(help="Input steps per window.  [default: 64]", show_default=False)] = None,
-    horizon: Annotated[int | None, typer.Option(help="Steps forecast at once.  [default: 1]", show_default=False)] = None,
+    model: Annotated[
+        ModelName | None,
+        typer.Option("--model", help="Model family.  [default: qkan-lstm]", show_default=False),
+    ] = None,
+    lookback: Annotated[
+        int | None, typer.Option(help="Input steps per window.  [default: 64]", show_default=False)
+    ] = None,
+    horizon: Annotated[
+        int | None, typer.Option(help="Steps forecast at once.  [default: 1]", show_default=False)
+    ] = None,
     hidden_size: Annotated[int | None, typer.Option(help="Hidden units (default: the family's).")] = None,
-    num_layers: Annotated[int | None, typer.Option(help="Stacked recurrent layers.  [default: 1]", show_default=False)] = None,
-    reps: Annotated[int | None, typer.Option(help="DARUAN re-uploading repetitions (QKAN models).  [default: 3]", show_default=False)] = None,
-    readout: Annotated[Readout | None, typer.Option(help="DARUAN read-out (QKAN models).  [default: fast]", show_default=False)] = None,
-    epochs: Annotated[int | None, typer.Option(help="Maximum epochs.  [default: 20]", show_default=False)] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Windows per batch.  [default: 128]", show_default=False)] = None,
-    lr: Annotated[float | None, typer.Option(help="Adam learning rate.  [default: 0.005]", show_default=False)] = None,
-    val_size: Annotated[float | None, typer.Option(help="Validation tail per series: fraction (<1) or steps.  [default: 0.1]", show_default=False)] = None,
-    test_size: Annotated[float | None, typer.Option(help="Tail per series left out of training entirely: fraction (<1) or steps.  [default: 0]", show_default=False)] = None,
-    patience: Annotated[int | None, typer.Option(help="Epochs without validation gain before stopping (0: never).  [default: 5]", show_default=False)] = None,
-    scaler: Annotated[ScalerKind | None, typer.Option(help="Per-series scaler.  [default: standard]", show_default=False)] = None,
+    num_layers: Annotated[
+        int | None, typer.Option(help="Stacked recurrent layers.  [default: 1]", show_default=False)
+    ] = None,
+    reps: Annotated[
+        int | None,
+        typer.Option(help="DARUAN re-uploading repetitions (QKAN models).  [default: 3]", show_default=False),
+    ] = None,
+    readout: Annotated[
+        Readout | None,
+        typer.Option(help="DARUAN read-out (QKAN models).  [default: fast]", show_default=False),
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Maximum epochs.  [default: 20]", show_default=False)
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Windows per batch.  [default: 128]", show_default=False)
+    ] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="Adam learning rate.  [default: 0.005]", show_default=False)
+    ] = None,
+    val_size: Annotated[
+        float | None,
+        typer.Option(
+            help="Validation tail per series: fraction (<1) or steps.  [default: 0.1]", show_default=False
+        ),
+    ] = None,
+    test_size: Annotated[
+        float | None,
+        typer.Option(
+            help="Tail per series left out of training entirely: fraction (<1) or steps.  [default: 0]",
+            show_default=False,
+        ),
+    ] = None,
+    patience: Annotated[
+        int | None,
+        typer.Option(
+            help="Epochs without validation gain before stopping (0: never).  [default: 5]",
+            show_default=False,
+        ),
+    ] = None,
+    scaler: Annotated[
+        ScalerKind | None, typer.Option(help="Per-series scaler.  [default: standard]", show_default=False)
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.  [default: 0]", show_default=False)] = None,
     name: Annotated[str | None, typer.Option(help="Registry name (default: the model family).")] = None,
-    from_ref: Annotated[str | None, typer.Option("--from", help="Warm-start from this registered model.")] = None,
+    from_ref: Annotated[
+        str | None, typer.Option("--from", help="Warm-start from this registered model.")
+    ] = None,
     registry: RegistryOpt = None,
     id_col: IdCol = "unique_id",
     time_col: TimeCol = "ds",
@@ -201,12 +270,27 @@ def train(
     from qkanforecast.train import TrainConfig, config_from
     from qkanforecast.train import train as run_training
 
-    overrides = {k: v.value if isinstance(v, Enum) else v for k, v in {
-        "lookback": lookback, "horizon": horizon, "hidden_size": hidden_size, "num_layers": num_layers,
-        "reps": reps, "readout": readout, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-        "val_size": val_size, "test_size": test_size, "patience": patience, "scaler": scaler, "seed": seed,
-        "model": model,
-    }.items() if v is not None}
+    overrides = {
+        k: v.value if isinstance(v, Enum) else v
+        for k, v in {
+            "lookback": lookback,
+            "horizon": horizon,
+            "hidden_size": hidden_size,
+            "num_layers": num_layers,
+            "reps": reps,
+            "readout": readout,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "val_size": val_size,
+            "test_size": test_size,
+            "patience": patience,
+            "scaler": scaler,
+            "seed": seed,
+            "model": model,
+        }.items()
+        if v is not None
+    }
     reg = _registry(registry)
     warm = None
     if from_ref is not None:
@@ -217,11 +301,14 @@ def train(
         config = TrainConfig(**overrides)
     table = _read(data, id_col, time_col, target_col, wide, freq, fill)
     progress = None if quiet else _progress_printer()
-    entry = run_training(table, config, name=name, registry=reg, warm_start=warm, source=_source(data),
-                         progress=progress)
+    entry = run_training(
+        table, config, name=name, registry=reg, warm_start=warm, source=_source(data), progress=progress
+    )
     if not quiet:
         m = entry.manifest["metrics"]
-        err.print(f"best epoch {m['best_epoch']}: val loss {m['val_loss']:.4g}; saved {entry.path}", highlight=False)
+        err.print(
+            f"best epoch {m['best_epoch']}: val loss {m['val_loss']:.4g}; saved {entry.path}", highlight=False
+        )
     typer.echo(entry.ref)
 
 
@@ -238,7 +325,8 @@ def _progress_printer():  # noqa: ANN202
         eta = state["elapsed"] / record.epoch * (total - record.epoch)
         mark = "*" if improved else " "
         err.print(
-            f"epoch {record.epoch:>3}/{total}  train {record.train_loss:.4g}  val {record.val_loss:.4g}{mark} "
+            f"epoch {record.epoch:>3}/{total}  train {record.train_loss:.4g}  "
+            f"val {record.val_loss:.4g}{mark} "
             f"{record.windows_per_s:,.0f} windows/s  ETA {eta:.0f}s",
             highlight=False,
         )
@@ -258,8 +346,13 @@ def forecast(
     data: DataArg,
     model: ModelRef,
     output: Annotated[str, typer.Option("--output", "-o", help="Output file, or - for CSV on stdout.")] = "-",
-    fmt: Annotated[OutFormat | None, typer.Option("--format", help="Output format (default: from the suffix).")] = None,
-    steps: Annotated[int | None, typer.Option("--steps", help="Steps to forecast (default: the model's horizon; more are recursive).")] = None,
+    fmt: Annotated[
+        OutFormat | None, typer.Option("--format", help="Output format (default: from the suffix).")
+    ] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option("--steps", help="Steps to forecast (default: the model's horizon; more are recursive)."),
+    ] = None,
     registry: RegistryOpt = None,
     id_col: IdCol = "unique_id",
     time_col: TimeCol = "ds",
@@ -283,8 +376,10 @@ def forecast(
     frame = run_forecast(predictor, table, steps)
     _write_output(frame, output, fmt)
     if not quiet and output != "-":
-        err.print(f"{len(frame):,} forecasts of {frame['unique_id'].nunique():,} series written to {output}",
-                  highlight=False)
+        err.print(
+            f"{len(frame):,} forecasts of {frame['unique_id'].nunique():,} series written to {output}",
+            highlight=False,
+        )
 
 
 @app.command()
@@ -293,10 +388,16 @@ def evaluate(
     data: DataArg,
     model: ModelRef,
     windows: Annotated[int, typer.Option(help="Backtest origins per series.")] = 3,
-    step: Annotated[int | None, typer.Option(help="Steps between origins (default: the model's horizon).")] = None,
+    step: Annotated[
+        int | None, typer.Option(help="Steps between origins (default: the model's horizon).")
+    ] = None,
     refit: Annotated[bool, typer.Option("--refit", help="Retrain the model for every window.")] = False,
-    output: Annotated[str | None, typer.Option("--output", "-o", help="Write the backtest table here (- for stdout).")] = None,
-    fmt: Annotated[OutFormat | None, typer.Option("--format", help="Backtest table format (default: from the suffix).")] = None,
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="Write the backtest table here (- for stdout).")
+    ] = None,
+    fmt: Annotated[
+        OutFormat | None, typer.Option("--format", help="Backtest table format (default: from the suffix).")
+    ] = None,
     per_series: Annotated[bool, typer.Option("--per-series", help="Also score every series.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON lines.")] = False,
     registry: RegistryOpt = None,
@@ -325,8 +426,10 @@ def evaluate(
         for row in metrics.to_dict(orient="records"):
             console.print_json(json.dumps(row, allow_nan=True).replace("NaN", "null"))
     else:
-        table_out = RichTable(title=f"{predictor.entry.ref}: {backtest['cutoff'].nunique()} cutoffs, "
-                                    f"{backtest['unique_id'].nunique()} series")
+        table_out = RichTable(
+            title=f"{predictor.entry.ref}: {backtest['cutoff'].nunique()} cutoffs, "
+            f"{backtest['unique_id'].nunique()} series"
+        )
         for col in metrics.columns:
             table_out.add_column(col, justify="left" if col in ("unique_id", "model") else "right")
         for row in metrics.itertuples(index=False):
@@ -357,8 +460,17 @@ def models_list(
     for col in ("ref", "model", "parameters", "freq", "lookback", "horizon", "series", "val_loss", "created"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["ref"], r["model"], str(r["parameters"]), str(r["freq"]), str(r["lookback"]),
-                      str(r["horizon"]), str(r["series"]), f"{r['val_loss']:.4g}", r["created"])
+        table.add_row(
+            r["ref"],
+            r["model"],
+            str(r["parameters"]),
+            str(r["freq"]),
+            str(r["lookback"]),
+            str(r["horizon"]),
+            str(r["series"]),
+            f"{r['val_loss']:.4g}",
+            r["created"],
+        )
     Console().print(table)
 
 
@@ -380,8 +492,10 @@ def _summary(entry) -> dict[str, Any]:  # noqa: ANN001
 
 @models_app.command("show")
 @user_errors
-def models_show(ref: Annotated[str, typer.Argument(help="NAME, NAME@vN, NAME@latest or a path.")],
-                registry: RegistryOpt = None) -> None:
+def models_show(
+    ref: Annotated[str, typer.Argument(help="NAME, NAME@vN, NAME@latest or a path.")],
+    registry: RegistryOpt = None,
+) -> None:
     """Print a model version's manifest (JSON) after checking its weights.
 
     Example: qkanforecast models show qkan-lstm@v2
@@ -394,8 +508,10 @@ def models_show(ref: Annotated[str, typer.Argument(help="NAME, NAME@vN, NAME@lat
 
 @models_app.command("rm")
 @user_errors
-def models_rm(ref: Annotated[str, typer.Argument(help="NAME@vN for one version, NAME for all of them.")],
-              registry: RegistryOpt = None) -> None:
+def models_rm(
+    ref: Annotated[str, typer.Argument(help="NAME@vN for one version, NAME for all of them.")],
+    registry: RegistryOpt = None,
+) -> None:
     """Remove one version, or every version of a name.
 
     Example: qkanforecast models rm qkan-lstm@v1
@@ -406,8 +522,10 @@ def models_rm(ref: Annotated[str, typer.Argument(help="NAME@vN for one version, 
 
 @models_app.command("path")
 @user_errors
-def models_path(ref: Annotated[str | None, typer.Argument(help="A reference (default: print the registry root).")] = None,
-                registry: RegistryOpt = None) -> None:
+def models_path(
+    ref: Annotated[str | None, typer.Argument(help="A reference (default: print the registry root).")] = None,
+    registry: RegistryOpt = None,
+) -> None:
     """Print the registry root, or the directory of a model version.
 
     Example: qkanforecast models path qkan-lstm@latest

@@ -53,8 +53,9 @@ def backtest(
     horizon, lookback = predictor.horizon, predictor.lookback
     season = season_length(table.freq)
     need = lookback + horizon + (windows - 1) * step
-    uids, values, stamps = series_arrays(table, need, f"{windows} backtest windows of lookback {lookback} + "
-                                                      f"horizon {horizon}, {step} apart,")
+    uids, values, stamps = series_arrays(
+        table, need, f"{windows} backtest windows of lookback {lookback} + horizon {horizon}, {step} apart,"
+    )
     parts = []
     for k in range(windows):
         back = (windows - 1 - k) * step + horizon  # steps after the cutoff in each series

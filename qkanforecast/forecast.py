@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import torch
@@ -33,7 +34,9 @@ class Predictor:
             model.load_state_dict(registry.load_state_dict(entry))
             scaler = SeriesScaler.from_state_dict(entry.manifest["scaler"])
         except (KeyError, TypeError, RuntimeError) as exc:
-            raise QKANForecastError(f"{entry.path}: cannot rebuild the model from its manifest ({exc})") from None
+            raise QKANForecastError(
+                f"{entry.path}: cannot rebuild the model from its manifest ({exc})"
+            ) from None
         model.eval()
         return cls(entry, model, scaler)
 
@@ -73,7 +76,7 @@ class Predictor:
         model's horizon the forecast is recursive: predictions are fed back as inputs.
         """
         steps = steps or self.horizon
-        window = self.scaler.transform(uids, histories[:, -self.lookback :]).astype(np.float32)  # [S, L]
+        window = self.scaler.transform(histories[:, -self.lookback :], uids).astype(np.float32)  # [S, L]
         out = []
         done = 0
         while done < steps:
@@ -84,15 +87,20 @@ class Predictor:
             done += pred.shape[1]
             window = np.concatenate([window, pred], axis=1)[:, -self.lookback :]
         scaled = np.concatenate(out, axis=1)[:, :steps]
-        return self.scaler.inverse_transform(uids, scaled.astype(np.float64))
+        return self.scaler.inverse_transform(scaled.astype(np.float64), uids)
 
 
 def _chunks(a: np.ndarray, size: int = 4096) -> list[np.ndarray]:
     return [np.ascontiguousarray(a[i : i + size]) for i in range(0, len(a), size)] or [a]
 
 
-def series_arrays(table: Table, min_length: int, what: str) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
-    """Per series: id, values and timestamps (views); errors on the first series shorter than ``min_length``."""
+def series_arrays(
+    table: Table, min_length: int, what: str
+) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
+    """Per series: id, values and timestamps (views).
+
+    Raises on the first series shorter than ``min_length``.
+    """
     lengths = table.lengths
     if len(lengths) and lengths.min() < min_length:
         i = int(np.argmax(lengths < min_length))
@@ -100,8 +108,11 @@ def series_arrays(table: Table, min_length: int, what: str) -> tuple[list[str], 
             f"series {table.ids[i]!r} has {lengths[i]} steps; {what} needs at least {min_length}"
         )
     y, ds, off = table.values, table.frame["ds"].to_numpy(), table.offsets
-    return (list(table.ids), [y[a:b] for a, b in zip(off[:-1], off[1:], strict=True)],
-            [ds[a:b] for a, b in zip(off[:-1], off[1:], strict=True)])
+    return (
+        list(table.ids),
+        [y[a:b] for a, b in zip(off[:-1], off[1:], strict=True)],
+        [ds[a:b] for a, b in zip(off[:-1], off[1:], strict=True)],
+    )
 
 
 def forecast(predictor: Predictor, table: Table, steps: int | None = None) -> pd.DataFrame:

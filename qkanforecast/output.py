@@ -22,7 +22,9 @@ def output_format(path: str, fmt: str | None) -> str:
         return "csv"
     found = FORMATS.get(Path(path).suffix.lower())
     if found is None:
-        raise QKANForecastError(f"{path}: unknown output format; use a .parquet, .csv or .jsonl suffix or --format")
+        raise QKANForecastError(
+            f"{path}: unknown output format; use a .parquet, .csv or .jsonl suffix or --format"
+        )
     return found
 
 

@@ -137,7 +137,9 @@ class Registry:
             )
         m = _VERSION.match(path.name)
         version = int(m.group(1)) if m else 0
-        return Entry(name=manifest.get("name", path.parent.name), version=version, path=path, manifest=manifest)
+        return Entry(
+            name=manifest.get("name", path.parent.name), version=version, path=path, manifest=manifest
+        )
 
     def load_state_dict(self, entry: Entry) -> dict[str, torch.Tensor]:
         """The weights of a version, after checking their sha256 against the manifest."""

@@ -12,7 +12,7 @@ import copy
 import inspect
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -23,7 +23,7 @@ from qkanforecast.data import Table
 from qkanforecast.errors import QKANForecastError
 from qkanforecast.models import MODELS, build_model, count_parameters
 from qkanforecast.registry import Entry, Registry, check_name
-from qkanforecast.windows import SeriesScaler, WindowDataset
+from qkanforecast.windows import SeriesScaler, WindowDataset, make_datasets
 
 # The fields that shape the network: a warm start must keep them.
 ARCHITECTURE = ("model", "hidden_size", "num_layers", "reps", "readout", "horizon")
@@ -52,18 +52,33 @@ class TrainConfig:
             raise QKANForecastError(f"unknown model {self.model!r}; choose from {', '.join(sorted(MODELS))}")
         for name in ("lookback", "horizon", "epochs", "batch_size", "num_layers", "reps"):
             if getattr(self, name) < 1:
-                raise QKANForecastError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+                raise QKANForecastError(
+                    f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}"
+                )
         if self.hidden_size is not None and self.hidden_size < 1:
             raise QKANForecastError(f"--hidden-size must be at least 1, got {self.hidden_size}")
         if not self.lr > 0:
             raise QKANForecastError(f"--lr must be positive, got {self.lr}")
-        if self.patience < 0 or self.val_size < 0 or self.test_size < 0:
-            raise QKANForecastError("--patience, --val-size and --test-size must not be negative")
+        if self.patience < 0:
+            raise QKANForecastError(f"--patience must not be negative, got {self.patience}")
+        for name in ("val_size", "test_size"):
+            size = getattr(self, name)
+            if size < 0 or (size >= 1 and size != int(size)):
+                raise QKANForecastError(
+                    f"--{name.replace('_', '-')} must be a fraction in [0, 1) or a whole number of steps, "
+                    f"got {size}"
+                )
 
     def model_kwargs(self, input_size: int = 1) -> dict[str, Any]:
         """Constructor arguments for the chosen family: only those it accepts, None meaning its default."""
-        wanted = {"input_size": input_size, "horizon": self.horizon, "hidden_size": self.hidden_size,
-                  "num_layers": self.num_layers, "reps": self.reps, "readout": self.readout}
+        wanted = {
+            "input_size": input_size,
+            "horizon": self.horizon,
+            "hidden_size": self.hidden_size,
+            "num_layers": self.num_layers,
+            "reps": self.reps,
+            "readout": self.readout,
+        }
         accepted = inspect.signature(MODELS[self.model]).parameters
         return {k: v for k, v in wanted.items() if k in accepted and v is not None}
 
@@ -80,18 +95,11 @@ class Epoch:
 ProgressFn = Callable[[Epoch, int, bool], None]  # (epoch record, total epochs, improved)
 
 
-def _batches(ds: WindowDataset, batch_size: int, gen: torch.Generator | None) -> Iterator[tuple[torch.Tensor, ...]]:
-    n = len(ds)
-    order = torch.randperm(n, generator=gen) if gen is not None else torch.arange(n)
-    for start in range(0, n, batch_size):
-        yield ds.batch(order[start : start + batch_size])
-
-
 @torch.no_grad()
 def evaluate_loss(model: nn.Module, ds: WindowDataset, batch_size: int = 1024) -> float:
     model.eval()
     total, count = 0.0, 0
-    for x, y in _batches(ds, batch_size, None):
+    for x, y in ds.iter_batches(batch_size):
         total += float(nn.functional.mse_loss(model(x), y, reduction="sum"))
         count += y.numel()
     return total / max(count, 1)
@@ -116,7 +124,7 @@ def fit(
     for epoch in range(1, epochs + 1):
         model.train()
         start, total, count = time.perf_counter(), 0.0, 0
-        for x, y in _batches(train_ds, batch_size, gen):
+        for x, y in train_ds.iter_batches(batch_size, shuffle=True, generator=gen):
             opt.zero_grad(set_to_none=True)
             loss = nn.functional.mse_loss(model(x), y)
             loss.backward()
@@ -155,6 +163,11 @@ def config_from(entry: Entry, overrides: dict[str, Any]) -> TrainConfig:
     return replace(base, **overrides)
 
 
+def _steps_or_fraction(size: float) -> float | int:
+    """1 and above is a number of steps, below 1 a fraction of each series."""
+    return int(size) if size >= 1 else float(size)
+
+
 @dataclass
 class Fitted:
     """A trained network with its scaler, history and the windows it was fitted on."""
@@ -175,21 +188,28 @@ def fit_table(
 ) -> Fitted:
     """Fit one global model on every series of ``table`` (seeded here, at the entry point)."""
     torch.manual_seed(config.seed)
-    scaler = SeriesScaler(config.scaler)
-    splits = dict(lookback=config.lookback, horizon=config.horizon, val_size=config.val_size,
-                  test_size=config.test_size)
-    train_ds = WindowDataset(table, part="train", scaler=scaler, fit_scaler=True, **splits)
-    val_ds = WindowDataset(table, part="val", scaler=scaler, **splits) if config.val_size else None
-    if len(train_ds) == 0:
-        raise QKANForecastError(
-            f"no training windows: every series is too short for lookback {config.lookback} + horizon "
-            f"{config.horizon} after holding out validation and test data"
-        )
+    train_ds, val_ds, _, scaler = make_datasets(
+        table,
+        config.lookback,
+        config.horizon,
+        val_size=_steps_or_fraction(config.val_size),
+        test_size=_steps_or_fraction(config.test_size),
+        scaler=config.scaler,
+    )
     model = build_model(config.model, **config.model_kwargs())
     if initial_state is not None:
         model.load_state_dict(initial_state)
-    history = fit(model, train_ds, val_ds, epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
-                  patience=config.patience, seed=config.seed, progress=progress)
+    history = fit(
+        model,
+        train_ds,
+        val_ds,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        patience=config.patience,
+        seed=config.seed,
+        progress=progress,
+    )
     return Fitted(model, scaler, history, len(train_ds), len(val_ds) if val_ds is not None else 0)
 
 

@@ -10,8 +10,11 @@ def sine_panel(n_series: int = 2, steps: int = 400, freq: str = "10min", seed: i
     rows = []
     for k in range(n_series):
         y = 100 + 20 * (k + 1) * np.sin(2 * np.pi * t / 144 + k) + rng.normal(0, 1, steps)
-        rows.append(pd.DataFrame({"unique_id": f"cell{k}", "ds": pd.date_range("2024-01-01", periods=steps, freq=freq),
-                                  "y": y}))
+        rows.append(
+            pd.DataFrame(
+                {"unique_id": f"cell{k}", "ds": pd.date_range("2024-01-01", periods=steps, freq=freq), "y": y}
+            )
+        )
     return pd.concat(rows, ignore_index=True)
 
 

@@ -67,7 +67,9 @@ def test_remove_one_version_or_all(tmp_path):
         reg.publish("net", STATE, MANIFEST)
     assert [e.ref for e in reg.remove("net@v2")] == ["net@v2"]
     assert reg.versions("net") == [1, 3]
-    assert reg.publish("net", STATE, MANIFEST).version == 4  # numbers are never reused while a later one exists
+    assert (
+        reg.publish("net", STATE, MANIFEST).version == 4
+    )  # numbers are never reused while a later one exists
     assert len(reg.remove("net")) == 3
     assert not (tmp_path / "net").exists()
     with pytest.raises(QKANForecastError, match="unknown model"):
