@@ -30,8 +30,8 @@ def milan_internet(shared: Path) -> pd.DataFrame:
     for square in (4556, 5161):
         raw = pd.read_csv(shared / "milan_internet_10min" / f"ts_full_square_{square}.csv")
         raw = raw.iloc[: INTERNET_DAYS * 144]
-        frames.append(pd.DataFrame({"unique_id": raw["square_id"].astype(str), "ds": pd.to_datetime(raw["time"]),
-                                    "y": raw["internet"].astype(float)}))
+        frames.append(pd.DataFrame({"unique_id": raw["square_id"].astype(str),
+                                    "ds": pd.to_datetime(raw["time"]), "y": raw["internet"].astype(float)}))
     return pd.concat(frames, ignore_index=True)
 
 

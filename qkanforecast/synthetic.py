@@ -65,7 +65,8 @@ def write_synthetic(outdir: str | Path) -> list[Path]:
     paths = []
     for name, values in (("damped_shm", damped_shm()), ("bessel_j2", bessel_j2())):
         path = out / f"{name}.csv"
-        as_frame(values, name).to_csv(path, index=False, float_format="%.17g", date_format="%Y-%m-%d %H:%M:%S")
+        frame = as_frame(values, name)
+        frame.to_csv(path, index=False, float_format="%.17g", date_format="%Y-%m-%d %H:%M:%S")
         paths.append(path)
     return paths
 
