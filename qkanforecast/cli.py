@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypedDict, TypeVar
 
 import typer
 from rich.console import Console
@@ -421,22 +421,32 @@ def evaluate(
     backtest, metrics = run_evaluate(predictor, table, windows, step, refit, per_series)
     if output is not None:
         _write_output(backtest, output, fmt)
-    console = err if output == "-" else Console()
-    if as_json:
-        for row in metrics.to_dict(orient="records"):
-            console.print_json(json.dumps(row, allow_nan=True).replace("NaN", "null"))
-    else:
-        table_out = RichTable(
-            title=f"{predictor.entry.ref}: {backtest['cutoff'].nunique()} cutoffs, "
-            f"{backtest['unique_id'].nunique()} series"
-        )
-        for col in metrics.columns:
-            table_out.add_column(col, justify="left" if col in ("unique_id", "model") else "right")
-        for row in metrics.itertuples(index=False):
-            table_out.add_row(*(str(v) if isinstance(v, str) else f"{v:.4g}" for v in row))
-        console.print(table_out)
+    console = err if output == "-" else Console()  # the backtest owns stdout when written there
+    title = (
+        f"{predictor.entry.ref}: {backtest['cutoff'].nunique()} cutoffs, "
+        f"{backtest['unique_id'].nunique()} series"
+    )
+    _show(metrics, title, console, as_json)
     if not quiet and output not in (None, "-"):
         err.print(f"backtest of {len(backtest):,} rows written to {output}", highlight=False)
+
+
+def _show(frame, title: str, console: Console, as_json: bool) -> None:  # noqa: ANN001
+    """A table as JSON lines, a rich table on a terminal, or plain aligned text in a pipe."""
+    if as_json:
+        for row in frame.to_dict(orient="records"):
+            text = json.dumps({k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()})
+            console.print(text, markup=False, highlight=False, soft_wrap=True)
+    elif console.is_terminal:
+        table = RichTable(title=title)
+        for col in frame.columns:
+            table.add_column(col, justify="right" if frame[col].dtype.kind in "if" else "left")
+        for row in frame.itertuples(index=False):
+            table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
+        console.print(table)
+    elif len(frame):
+        text = frame.to_string(index=False, float_format=lambda v: f"{v:.4g}")
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 # -- registry commands ------------------------------------------------------------------------------------
@@ -450,31 +460,27 @@ def models_list(
 
     Example: qkanforecast models list --json
     """
+    import pandas as pd
+
     reg = _registry(registry)
-    rows = [_summary(e) for e in reg.entries()]
-    if as_json:
-        for row in rows:
-            typer.echo(json.dumps(row))
-        return
-    table = RichTable(title=f"registry {reg.root}")
-    for col in ("ref", "model", "parameters", "freq", "lookback", "horizon", "series", "val_loss", "created"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(
-            r["ref"],
-            r["model"],
-            str(r["parameters"]),
-            str(r["freq"]),
-            str(r["lookback"]),
-            str(r["horizon"]),
-            str(r["series"]),
-            f"{r['val_loss']:.4g}",
-            r["created"],
-        )
-    Console().print(table)
+    rows = pd.DataFrame([_summary(e) for e in reg.entries()], columns=list(Summary.__annotations__))
+    _show(rows, f"registry {reg.root}", Console(), as_json)
 
 
-def _summary(entry) -> dict[str, Any]:  # noqa: ANN001
+class Summary(TypedDict):
+    ref: str
+    model: str
+    parameters: int
+    freq: str
+    lookback: int
+    horizon: int
+    series: int
+    val_loss: float
+    created: str
+    path: str
+
+
+def _summary(entry) -> Summary:  # noqa: ANN001
     m = entry.manifest
     return {
         "ref": entry.ref,

@@ -129,7 +129,7 @@ def fit(
             loss = nn.functional.mse_loss(model(x), y)
             loss.backward()
             opt.step()
-            total += float(loss) * y.numel()
+            total += loss.item() * y.numel()
             count += y.numel()
         train_loss = total / max(count, 1)
         val_loss = evaluate_loss(model, val_ds) if val_ds is not None and len(val_ds) else train_loss
