@@ -471,45 +471,54 @@ def canonicalise(label: str, codes: np.ndarray, categories: np.ndarray, ds: np.n
         else codes.astype(ctype, copy=False)
     # sort by (unique_id, ds) unless already sorted
     same = codes[1:] == codes[:-1]
-    in_order = bool(np.all((codes[1:] > codes[:-1]) | (same & (ds[1:] >= ds[:-1]))))
+    d = np.diff(ds)  # steps between consecutive rows; only meaningful where ``same``
+    in_order = bool(np.all(codes[1:] >= codes[:-1])) and not same[np.flatnonzero(d < 0)].any()
     if not in_order:
         perm = np.lexsort((ds, codes))
         codes, ds, y = codes[perm], ds[perm], y[perm]
         del perm
-        same = codes[1:] == codes[:-1]
+        same, d = codes[1:] == codes[:-1], np.diff(ds)
     # duplicates
-    dup = same & (ds[1:] == ds[:-1])
-    n_dup = int(dup.sum())
+    dup = np.flatnonzero(d == 0)
+    dup = dup[same[dup]]
+    n_dup = len(dup)
     if n_dup:
-        a, b = y[:-1][dup], y[1:][dup]
+        a, b = y[dup], y[dup + 1]
         conflict = ~((a == b) | (np.isnan(a) & np.isnan(b)))
         if conflict.any():
-            i = int(np.flatnonzero(dup)[np.argmax(conflict)])
+            i = int(dup[np.argmax(conflict)])
             n_conf = int(conflict.sum())
             raise QKANForecastError(
                 f"{label}: series '{cats[codes[i]]}' has {n_conf} duplicate timestamp"
                 f"{'s' if n_conf > 1 else ''} with different values (first: {_ts(ds[i])}, "
                 f"{y[i]:g} and {y[i + 1]:g})")
-        keep = np.concatenate([[True], ~dup])
+        keep = np.ones(len(ds), dtype=bool)
+        keep[dup + 1] = False
         codes, ds, y = codes[keep], ds[keep], y[keep]
-        same = codes[1:] == codes[:-1]
+        del keep
+        same, d = codes[1:] == codes[:-1], np.diff(ds)
     del dup
     starts = np.concatenate([[0], np.flatnonzero(~same) + 1]).astype(np.int64)
     ends = np.append(starts[1:], len(ds))
     lengths = ends - starts
-    step, inferred = _frequency(label, cats, codes, ds, same, starts, options)
-    diffs = np.diff(ds)
-    off = same & (diffs % step != 0)
+    step, inferred = _frequency(label, cats, codes, d, same, starts, options)
+    # rows followed by anything but one step: gaps, or timestamps off the grid
+    irregular = np.flatnonzero(d != step)
+    irregular = irregular[same[irregular]]
+    del same, d
+    jumps = ds[irregular + 1] - ds[irregular]
+    off = jumps % step != 0
     if off.any():
-        i = int(np.argmax(off))
+        i = int(irregular[np.argmax(off)])
         raise QKANForecastError(
             f"{label}: series '{cats[codes[i]]}' timestamp {_ts(ds[i + 1])} is off the {ns_to_freq(step)} "
             f"grid (previous {_ts(ds[i])}); pass --freq or fix the timestamps")
-    del off
-    grid = (ds[ends - 1] - ds[starts]) // step + 1
-    gaps = grid - lengths
-    bad = ~np.isfinite(y)
-    n_inf = int(np.isinf(y).sum())
+    owner = np.searchsorted(starts, irregular, side="right") - 1
+    gaps = np.bincount(owner, weights=jumps // step - 1, minlength=len(starts)).astype(np.int64)
+    grid = lengths + gaps
+    finite = bool(np.isfinite(y).all())
+    bad = np.zeros(0, dtype=bool) if finite else ~np.isfinite(y)
+    n_inf = 0 if finite else int(np.isinf(y).sum())
     n_bad = int(bad.sum())
     n_gaps = int(gaps.sum())
     bad_per = np.add.reduceat(bad, starts) if n_bad else np.zeros(len(starts), np.int64)
@@ -517,11 +526,9 @@ def canonicalise(label: str, codes: np.ndarray, categories: np.ndarray, ds: np.n
         i = int(np.argmax((gaps > 0) | (bad_per > 0)))
         parts = []
         if gaps[i]:
-            s, e = starts[i], ends[i]
-            d = np.diff(ds[s:e])
-            j = int(np.argmax(d > step))
+            j = int(irregular[np.argmax(owner == i)])
             parts.append(f"{int(gaps[i])} missing timestamp{'s' if gaps[i] > 1 else ''} "
-                         f"(first: {_ts(ds[s + j] + step)})")
+                         f"(first: {_ts(ds[j] + step)})")
         if bad_per[i]:
             j = int(np.argmax(bad[starts[i]:ends[i]]))
             parts.append(f"{int(bad_per[i])} NaN or infinite value{'s' if bad_per[i] > 1 else ''} "
@@ -532,6 +539,8 @@ def canonicalise(label: str, codes: np.ndarray, categories: np.ndarray, ds: np.n
     problems = np.flatnonzero((gaps > 0) | (bad_per > 0))
     if n_gaps or n_bad:
         if n_gaps:
+            if not len(bad):
+                bad = np.zeros(len(y), dtype=bool)
             codes, ds, y, bad, starts, ends = _regrid(codes, ds, y, bad, starts, grid, step)
             lengths = grid
         _fill(label, cats, codes, ds, y, bad, starts, ends, options.fill)
@@ -564,18 +573,23 @@ def canonicalise(label: str, codes: np.ndarray, categories: np.ndarray, ds: np.n
     return table
 
 
-def _frequency(label: str, cats: np.ndarray, codes: np.ndarray, ds: np.ndarray, same: np.ndarray,
+def _frequency(label: str, cats: np.ndarray, codes: np.ndarray, d: np.ndarray, same: np.ndarray,
                starts: np.ndarray, options: IngestOptions) -> tuple[int, bool]:
-    """The table's step in ns: ``options.freq``, else the smallest step of each series (all equal)."""
+    """The table's step in ns: ``options.freq``, else the smallest step of each series (all equal).
+
+    ``d`` holds the steps between consecutive rows, ``same`` whether both rows are of one series.
+    """
     if options.freq is not None:
         return freq_to_ns(options.freq), False
-    big = np.iinfo(np.int64).max
-    d = np.where(same, np.diff(ds), big)
-    per = np.minimum.reduceat(np.append(d, big), starts)
-    del d
-    known = np.flatnonzero(per < big)
-    if not len(known):
+    if not same.any():
         raise QKANForecastError(f"{label}: cannot infer the frequency from single timestamps; pass --freq")
+    candidate = d[int(np.argmax(same))]
+    other = np.flatnonzero(d != candidate)
+    if not same[other].any():  # every series moves by the same step: the usual case, one pass
+        return int(candidate), True
+    big = np.iinfo(np.int64).max
+    per = np.minimum.reduceat(np.append(np.where(same, d, big), big), starts)
+    known = np.flatnonzero(per < big)
     steps = per[known]
     other = np.flatnonzero(steps != steps[0])
     if len(other):
@@ -762,7 +776,11 @@ def load_canonical(path: str | os.PathLike[str]) -> Table:
         "ds": ds.view("datetime64[ns]"), "y": y}, copy=False)
     report = {"source": str(path), "rows": n, "series": int(meta["series"]), "freq": meta["freq"],
               "loaded": "canonical"}
-    return Table(frame=frame, freq=meta["freq"], report=report)
+    table = Table(frame=frame, freq=meta["freq"], report=report)
+    lengths = np.asarray(meta["spans"]["length"], dtype=np.int64)
+    if meta["spans"]["unique_id"] == list(cats) and lengths.sum() == n:
+        table.__dict__["offsets"] = np.concatenate([[0], np.cumsum(lengths)])
+    return table
 
 
 # ---------------------------------------------------------------------------------------------------
