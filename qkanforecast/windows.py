@@ -166,8 +166,8 @@ def _size(value: float | int, n: int, name: str) -> int:
     return int(value)
 
 
-def split_points(lengths: Iterable[int], val_size: float | int = 0, test_size: float | int = 0
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def split_points(lengths: Iterable[int], val_size: float | int = 0, test_size: float | int = 0,
+                 ids: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-series ``(train_end, val_end)``: train ``[0, train_end)``, val ``[train_end, val_end)``,
     test ``[val_end, n)``. Sizes are steps (int) or fractions of each series' length (float < 1)."""
     n = np.asarray(list(lengths), dtype=np.int64)
@@ -176,8 +176,9 @@ def split_points(lengths: Iterable[int], val_size: float | int = 0, test_size: f
     train_end = n - test - val
     if (train_end < 1).any():
         i = int(np.argmax(train_end < 1))
+        name = f"series '{ids[i]}'" if ids is not None else f"series {i}"
         raise QKANForecastError(
-            f"series {i} has {int(n[i])} values: val_size {val_size} and test_size {test_size} leave no "
+            f"{name} has {int(n[i])} values: val_size {val_size} and test_size {test_size} leave no "
             "training values")
     return train_end, n - test
 
@@ -223,7 +224,7 @@ class WindowDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         self.table, self.lookback, self.horizon, self.step, self.part = table, lookback, horizon, step, part
         lengths = table.lengths
         if splits is None:
-            splits = split_points(lengths, val_size, test_size)
+            splits = split_points(lengths, val_size, test_size, ids=table.ids)
         self.train_end, self.val_end = splits
         if scaler is None:
             scaler = SeriesScaler("standard").fit(table, until=self.train_end)
@@ -314,7 +315,7 @@ def make_datasets(table: Table, lookback: int, horizon: int = 1, step: int = 1, 
                   ) -> tuple[WindowDataset, WindowDataset | None, WindowDataset | None, SeriesScaler]:
     """Train / val / test datasets sharing one split and one scaler fitted on the training parts.
     Val or test is ``None`` when its size is 0."""
-    splits = split_points(table.lengths, val_size, test_size)
+    splits = split_points(table.lengths, val_size, test_size, ids=table.ids)
     if isinstance(scaler, str):
         scaler = SeriesScaler(scaler).fit(table, until=splits[0])
     kw = dict(lookback=lookback, horizon=horizon, step=step, scaler=scaler, splits=splits)

@@ -160,6 +160,8 @@ def test_split_points() -> None:
         r"training values$",
     ):
         split_points([100, 10], 5, 5)
+    with pytest.raises(QKANForecastError, match=r"^series 'b' has 10 values: val_size 5 and "):
+        split_points([100, 10], 5, 5, ids=["a", "b"])
     with pytest.raises(QKANForecastError, match=r"^test_size must be a number of steps or a fraction in"):
         split_points([100], 0, 1.5)
 
