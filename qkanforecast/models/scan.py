@@ -127,7 +127,10 @@ class _Block:
         return y if add is None else y.add_(add)
 
     def prepare_backward(self) -> None:
-        """Derivatives that do not depend on the incoming gradient, for all steps at once."""
+        """Derivatives that do not depend on the incoming gradient, for all steps at once (cached, so
+        a graph kept with retain_graph=True can be differentiated again)."""
+        if hasattr(self, "x_all"):
+            return
         r = self.reps
         self.x_all = torch.stack(self.inputs)  # [L, B, n]
         self.slope = _silu_slope(self.x_all) if self.has_base else None
@@ -233,7 +236,6 @@ class FusedScan(torch.autograd.Function):
         block: _Block = ctx.block
         enc_t, dec_t = ctx.enc_t, ctx.dec_t
         hs, cs, ss, ggs, tcs, lats = ctx.saved
-        ctx.saved = None
         length = len(ss)
         s, gg, tc = torch.stack(ss), torch.stack(ggs), torch.stack(tcs)  # [L, N, 4D], [L, N, D]
         c_prev = torch.stack(cs[:-1])
