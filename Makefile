@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev,plot]'
+	# optional: the reference `qkan` library, only for the parity test (skipped when absent)
+	-QKAN_SKIP_CUDA_BUILD=TRUE $(BIN)/pip install --quiet --no-build-isolation qkan==0.2.3
 	touch $(STAMP)
 
 test: install
