@@ -21,17 +21,26 @@ from qkanforecast import __version__
 from qkanforecast.errors import QKANForecastError
 
 err = Console(stderr=True)
+
+
+def _example(command: str) -> str:
+    """A help epilog (shown after the options) that Click prints as is."""
+    return f"Example:\n\n\b\n  {command}"
+
+
 app = typer.Typer(
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
     add_completion=False,
     rich_markup_mode=None,
     help="Forecast telecom time series with QKAN-LSTM, HQKAN-LSTM and LSTM models.",
+    epilog=_example("qkanforecast train data.csv && qkanforecast forecast data.csv --model qkan-lstm"),
 )
 models_app = typer.Typer(
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
-    help="List, inspect and remove registered models.\n\nExample: qkanforecast models list",
+    help="List, inspect and remove registered models.",
+    epilog=_example("qkanforecast models list"),
 )
 app.add_typer(models_app, name="models")
 
@@ -51,6 +60,9 @@ def user_errors(func: F) -> F:
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
             err.print(f"Error: {exc.filename}: {exc.strerror}", markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err.print("Error: interrupted; nothing was written", markup=False, highlight=False)
+            raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -87,7 +99,7 @@ class OutFormat(str, Enum):
     jsonl = "jsonl"
 
 
-DataArg = Annotated[str, typer.Argument(help="CSV or Parquet file, or - for stdin.", metavar="DATA")]
+DataArg = Annotated[str, typer.Argument(help="CSV or Parquet file, or - for stdin.", show_default=False)]
 IdCol = Annotated[str, typer.Option("--id-col", help="Series id column (absent: one series).")]
 TimeCol = Annotated[str, typer.Option("--time-col", help="Timestamp column.")]
 TargetCol = Annotated[str, typer.Option("--target-col", help="Target value column.")]
@@ -124,10 +136,7 @@ def main(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
     ] = False,
 ) -> None:
-    """Forecast telecom time series with QKAN-LSTM, HQKAN-LSTM and LSTM models.
-
-    Example: qkanforecast train data.csv --model qkan-lstm --lookback 144 --horizon 6
-    """
+    """Forecast telecom time series with QKAN-LSTM, HQKAN-LSTM and LSTM models."""
 
 
 def _read(
@@ -160,7 +169,9 @@ def _registry(root: Path | None):  # noqa: ANN202
     return Registry(root)
 
 
-@app.command()
+@app.command(
+    epilog=_example("qkanforecast ingest traffic.csv --id-col cell --time-col time -o traffic.parquet")
+)
 @user_errors
 def ingest(
     data: DataArg,
@@ -179,10 +190,7 @@ def ingest(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary on stderr as JSON.")] = False,
     quiet: Quiet = False,
 ) -> None:
-    """Validate a CSV or Parquet table and write it as the canonical long table (unique_id, ds, y).
-
-    Example: qkanforecast ingest traffic.csv --id-col cell --time-col time -o traffic.parquet
-    """
+    """Validate a CSV or Parquet table and write it as the canonical long table (unique_id, ds, y)."""
     from qkanforecast.data import print_report, write_table
 
     table = _read(data, id_col, time_col, target_col, wide, freq, fill, min_length)
@@ -191,7 +199,7 @@ def ingest(
         print_report(table, err, as_json=as_json)
 
 
-@app.command()
+@app.command(epilog=_example("ref=$(qkanforecast train traffic.parquet --lookback 144 --horizon 6 -q)"))
 @user_errors
 def train(
     data: DataArg,
@@ -263,10 +271,7 @@ def train(
     fill: FillOpt = Fill.none,
     quiet: Quiet = False,
 ) -> None:
-    """Train one global model over every series of DATA and print its registry reference (NAME@vN).
-
-    Example: ref=$(qkanforecast train traffic.parquet --lookback 144 --horizon 6 -q)
-    """
+    """Train one global model over every series of DATA and print its registry reference (NAME@vN)."""
     from qkanforecast.train import TrainConfig, config_from
     from qkanforecast.train import train as run_training
 
@@ -340,7 +345,9 @@ def _write_output(frame, output: str, fmt: OutFormat | None) -> None:  # noqa: A
     write_frame(frame, output, fmt.value if fmt else None)
 
 
-@app.command()
+@app.command(
+    epilog=_example("qkanforecast forecast traffic.parquet --model qkan-lstm@latest -o forecast.csv")
+)
 @user_errors
 def forecast(
     data: DataArg,
@@ -362,10 +369,7 @@ def forecast(
     fill: FillOpt = Fill.none,
     quiet: Quiet = False,
 ) -> None:
-    """Forecast the steps after the end of every series of DATA, in original units.
-
-    Example: qkanforecast forecast traffic.parquet --model qkan-lstm@latest -o forecast.csv
-    """
+    """Forecast the steps after the end of every series of DATA, in original units."""
     from qkanforecast.forecast import Predictor
     from qkanforecast.forecast import forecast as run_forecast
 
@@ -382,7 +386,11 @@ def forecast(
         )
 
 
-@app.command()
+@app.command(
+    epilog=_example(
+        "qkanforecast evaluate traffic.parquet --model qkan-lstm --windows 7 --step 144 -o backtest.csv"
+    )
+)
 @user_errors
 def evaluate(
     data: DataArg,
@@ -409,10 +417,7 @@ def evaluate(
     fill: FillOpt = Fill.none,
     quiet: Quiet = False,
 ) -> None:
-    """Backtest a model on the last windows of every series against naive and seasonal-naive forecasts.
-
-    Example: qkanforecast evaluate traffic.parquet --model qkan-lstm --windows 7 --step 144 -o backtest.csv
-    """
+    """Backtest a model on the last windows of every series against naive and seasonal-naive forecasts."""
     from qkanforecast.evaluate import evaluate as run_evaluate
     from qkanforecast.forecast import Predictor
 
@@ -450,16 +455,13 @@ def _show(frame, title: str, console: Console, as_json: bool) -> None:  # noqa: 
 
 
 # -- registry commands ------------------------------------------------------------------------------------
-@models_app.command("list")
+@models_app.command("list", epilog=_example("qkanforecast models list --json"))
 @user_errors
 def models_list(
     registry: RegistryOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per version.")] = False,
 ) -> None:
-    """List every registered model version.
-
-    Example: qkanforecast models list --json
-    """
+    """List every registered model version."""
     import pandas as pd
 
     reg = _registry(registry)
@@ -496,45 +498,36 @@ def _summary(entry) -> Summary:  # noqa: ANN001
     }
 
 
-@models_app.command("show")
+@models_app.command("show", epilog=_example("qkanforecast models show qkan-lstm@v2"))
 @user_errors
 def models_show(
     ref: Annotated[str, typer.Argument(help="NAME, NAME@vN, NAME@latest or a path.")],
     registry: RegistryOpt = None,
 ) -> None:
-    """Print a model version's manifest (JSON) after checking its weights.
-
-    Example: qkanforecast models show qkan-lstm@v2
-    """
+    """Print a model version's manifest (JSON) after checking its weights."""
     reg = _registry(registry)
     entry = reg.get(ref)
     reg.load_state_dict(entry)  # refuses a corrupt checkpoint
     typer.echo(json.dumps({"ref": entry.ref, "path": str(entry.path), **entry.manifest}, indent=2))
 
 
-@models_app.command("rm")
+@models_app.command("rm", epilog=_example("qkanforecast models rm qkan-lstm@v1"))
 @user_errors
 def models_rm(
     ref: Annotated[str, typer.Argument(help="NAME@vN for one version, NAME for all of them.")],
     registry: RegistryOpt = None,
 ) -> None:
-    """Remove one version, or every version of a name.
-
-    Example: qkanforecast models rm qkan-lstm@v1
-    """
+    """Remove one version, or every version of a name."""
     for entry in _registry(registry).remove(ref):
         err.print(f"removed {entry.ref} ({entry.path})", highlight=False)
 
 
-@models_app.command("path")
+@models_app.command("path", epilog=_example("qkanforecast models path qkan-lstm@latest"))
 @user_errors
 def models_path(
     ref: Annotated[str | None, typer.Argument(help="A reference (default: print the registry root).")] = None,
     registry: RegistryOpt = None,
 ) -> None:
-    """Print the registry root, or the directory of a model version.
-
-    Example: qkanforecast models path qkan-lstm@latest
-    """
+    """Print the registry root, or the directory of a model version."""
     reg = _registry(registry)
     typer.echo(str(reg.resolve(ref) if ref else reg.root))

@@ -1,6 +1,14 @@
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+
+# The test models are tiny: one thread is fastest, and it keeps the suite fast when the machine is shared
+# (OpenMP threads spin-waiting on a loaded 2-core machine cost up to 100x). Subprocesses inherit it.
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
 
 def sine_panel(n_series: int = 2, steps: int = 400, freq: str = "10min", seed: int = 0) -> pd.DataFrame:

@@ -7,12 +7,11 @@ import sys
 
 import pandas as pd
 import pytest
+from conftest import sine_panel
 from typer.testing import CliRunner
 
 from qkanforecast import __version__
 from qkanforecast.cli import app
-
-from .conftest import sine_panel
 
 FAST = ["--lookback", "16", "--hidden-size", "4", "--epochs", "2", "--batch-size", "64", "--reps", "1"]
 
@@ -39,10 +38,13 @@ def train_ref(runner, data, registry, *extra):
 
 def test_version_and_help(runner):
     assert run(runner, "--version").stdout == f"qkanforecast {__version__}\n"
-    for cmd in (["train"], ["forecast"], ["evaluate"], ["ingest"], ["models", "list"], ["models", "show"]):
+    commands = [[], ["ingest"], ["train"], ["forecast"], ["evaluate"], ["models"]]
+    commands += [["models", c] for c in ("list", "show", "rm", "path")]
+    for cmd in commands:
         result = run(runner, *cmd, "-h")
         assert result.exit_code == 0
-        assert "Example: qkanforecast" in result.stdout
+        last = result.stdout.rstrip().split("\n\n")[-2:]
+        assert last[0].strip() == "Example:" and "qkanforecast" in last[1], cmd
 
 
 def test_ingest_writes_canonical_parquet(runner, panel_csv, tmp_path):
@@ -164,7 +166,10 @@ def test_same_seed_gives_identical_weights(runner, panel_csv, registry):
             ["ingest", "{data}", "-o", "{tmp}/no/dir/out.csv"],
             "Error: {tmp}/no/dir/out.csv: directory {tmp}/no/dir",
         ),
-        (["train", "{data}", "--lookback", "500"], "Error: no training windows"),
+        (
+            ["train", "{data}", "--lookback", "500"],
+            "Error: no train windows: with lookback 500 and horizon 1",
+        ),
         (["train", "{data}", "--lr", "0"], "Error: --lr must be positive, got 0.0"),
         (["train", "{data}", "--name", "../up"], "Error: invalid model name '../up'"),
     ],
