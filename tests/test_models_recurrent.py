@@ -153,10 +153,10 @@ def test_build_model_unknown_name() -> None:
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_forecaster_fits_noisy_sine(name: str) -> None:
     torch.manual_seed(5)
-    t = torch.arange(400, dtype=torch.float32)
-    series = torch.sin(2 * math.pi * t / 25) + 0.05 * torch.randn(400)
-    windows = series.unfold(0, 17, 1)  # [N, 17]
-    x, y = windows[:, :16, None], windows[:, 16:]
+    t = torch.arange(200, dtype=torch.float32)
+    series = torch.sin(2 * math.pi * t / 25) + 0.05 * torch.randn(200)
+    windows = series.unfold(0, 13, 1)  # [N, 13]: lookback 12, horizon 1
+    x, y = windows[:, :12, None], windows[:, 12:]
     model = build_model(name)
     opt = torch.optim.Adam(model.parameters(), lr=2e-2)
     losses = []
