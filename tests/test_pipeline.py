@@ -1,0 +1,143 @@
+"""Library-level training, registry round trips, backtests and the committed golden checkpoint."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import sine_panel
+
+from qkanforecast.data import Table, read_table
+from qkanforecast.errors import QKANForecastError
+from qkanforecast.evaluate import backtest, evaluate, season_length
+from qkanforecast.forecast import Predictor, forecast
+from qkanforecast.registry import Registry
+from qkanforecast.train import TrainConfig, train
+
+GOLDEN = Path(__file__).parent / "golden"
+SMALL = dict(lookback=16, hidden_size=4, epochs=2, batch_size=64, reps=1)
+
+
+@pytest.fixture(scope="module")
+def table():
+    return Table.from_frame(sine_panel())
+
+
+@pytest.mark.parametrize("model", ["qkan-lstm", "hqkan-lstm", "lstm"])
+def test_save_load_gives_identical_forecasts(table, tmp_path, model):
+    registry = Registry(tmp_path)
+    entry = train(table, TrainConfig(model=model, horizon=2, **SMALL), registry=registry)
+    loaded = Predictor.load(entry.ref, registry)
+    x = torch.from_numpy(
+        loaded.scaler.transform(np.stack([table.values[:16], table.values[400:416]]), table.ids).astype(
+            np.float32
+        )
+    )[:, :, None]
+    again = Predictor.load(entry.ref, registry)
+    assert torch.equal(loaded.model(x), again.model(x))
+    first, second = forecast(loaded, table), forecast(again, table)
+    pd.testing.assert_frame_equal(first, second)
+    assert entry.manifest["model"]["num_parameters"] == sum(p.numel() for p in loaded.model.parameters())
+
+
+def test_forecast_matches_the_model_on_the_last_window(table, tmp_path):
+    registry = Registry(tmp_path)
+    entry = train(table, TrainConfig(model="lstm", horizon=3, **SMALL), registry=registry)
+    p = Predictor.load(entry.ref, registry)
+    fc = forecast(p, table)
+    last = table.values[table.offsets[1] - 16 : table.offsets[1]]
+    x = torch.tensor(p.scaler.transform(last, "cell0"), dtype=torch.float32)[None, :, None]
+    expected = p.scaler.inverse_transform(p.model(x).detach().numpy()[0].astype(np.float64), "cell0")
+    np.testing.assert_allclose(fc[fc.unique_id == "cell0"]["lstm"].to_numpy(), expected, rtol=1e-6)
+    assert fc["ds"].iloc[0] == table.frame["ds"].iloc[table.offsets[1] - 1] + pd.Timedelta("10min")
+
+
+def test_backtest_rows_and_baselines_by_hand(table, tmp_path):
+    registry = Registry(tmp_path)
+    entry = train(table, TrainConfig(model="lstm", horizon=4, **SMALL), registry=registry)
+    p = Predictor.load(entry.ref, registry)
+    bt = backtest(p, table, windows=3, step=5)
+    v = table.values[: table.offsets[1]]
+    ds = table.frame["ds"].to_numpy()[: table.offsets[1]]
+    part = bt[bt.unique_id == "cell0"]
+    cutoffs = sorted(part["cutoff"].unique())
+    n = len(v)
+    # origins 5 steps apart, the last one ending at the last value
+    assert [np.datetime64(c) for c in cutoffs] == [ds[n - 4 - 10 - 1], ds[n - 4 - 5 - 1], ds[n - 4 - 1]]
+    last = part[part.cutoff == cutoffs[-1]]
+    np.testing.assert_array_equal(last["y"].to_numpy(), v[-4:])
+    np.testing.assert_array_equal(last["naive"].to_numpy(), np.repeat(v[-5], 4))
+    np.testing.assert_array_equal(last["seasonal_naive"].to_numpy(), v[-4 - 144 : -144])
+    # each model forecast equals a direct prediction from the window before its cutoff
+    direct = p.predict(["cell0"], v[None, n - 4 - 16 : n - 4], 4)[0]
+    np.testing.assert_allclose(last["lstm"].to_numpy(), direct, rtol=1e-6)
+
+
+def test_refit_backtest_trains_without_the_future(table, tmp_path):
+    registry = Registry(tmp_path)
+    entry = train(table, TrainConfig(model="lstm", **SMALL), registry=registry)
+    p = Predictor.load(entry.ref, registry)
+    bt, metrics = evaluate(p, table, windows=2, step=1, refit=True)
+    assert len(bt) == 2 * 2 and set(metrics["model"]) == {"lstm", "naive", "seasonal_naive"}
+
+
+def test_season_length():
+    assert season_length("10min") == 144 and season_length("h") == 24 and season_length("D") == 7
+    assert season_length("7D") == 1
+
+
+def test_too_short_series_is_an_error(table, tmp_path):
+    registry = Registry(tmp_path)
+    entry = train(table, TrainConfig(model="lstm", **SMALL), registry=registry)
+    short = Table.from_frame(sine_panel(steps=10))
+    with pytest.raises(
+        QKANForecastError, match="series 'cell0' has 10 steps; a lookback of 16 needs at least 16"
+    ):
+        forecast(Predictor.load(entry.ref, registry), short)
+
+
+def test_killed_training_leaves_nothing(tmp_path, panel_csv):
+    env = {**os.environ, "QKANFORECAST_HOME": str(tmp_path / "reg")}
+    cmd = [
+        sys.executable,
+        "-m",
+        "qkanforecast",
+        "train",
+        str(panel_csv),
+        "--model",
+        "qkan-lstm",
+        "--lookback",
+        "32",
+        "--epochs",
+        "1000",
+        "--patience",
+        "0",
+    ]
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        deadline = time.monotonic() + 60
+        line = b""
+        while b"epoch" not in line and time.monotonic() < deadline:  # wait until training runs
+            line = proc.stderr.readline()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert b"epoch" in line
+    root = tmp_path / "reg"
+    left = [p for p in root.rglob("*")] if root.exists() else []
+    assert [p for p in left if p.is_file()] == []
+
+
+def test_golden_checkpoint_keeps_loading_and_forecasting_the_same_numbers():
+    registry = Registry(GOLDEN / "registry")
+    predictor = Predictor.load("golden@v1", registry)
+    fc = forecast(predictor, read_table(GOLDEN / "input.csv"))
+    expected = pd.read_csv(GOLDEN / "forecast.csv", parse_dates=["ds"])
+    pd.testing.assert_frame_equal(fc, expected, check_dtype=False, rtol=1e-6)
+    manifest = json.loads((GOLDEN / "registry" / "golden" / "v1" / "manifest.json").read_text())
+    assert manifest["format_version"] == 1
