@@ -275,7 +275,7 @@ def train(
     from qkanforecast.train import TrainConfig, config_from
     from qkanforecast.train import train as run_training
 
-    overrides = {
+    overrides: dict[str, Any] = {
         k: v.value if isinstance(v, Enum) else v
         for k, v in {
             "lookback": lookback,
