@@ -174,7 +174,7 @@ class Table:
                    source: str = "<frame>") -> Table:
         """Validate an in-memory DataFrame with the same rules as ``read_table``."""
         options = options or IngestOptions()
-        return _from_arrow(source, pa.Table.from_pandas(frame, preserve_index=False), options, "row", 1)
+        return _from_arrow(source, [pa.Table.from_pandas(frame, preserve_index=False)], options, "row", 1)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -234,16 +234,31 @@ def _read_csv(label: str, src: Any, options: IngestOptions) -> Table:
     if columns.get("id"):
         types[columns["id"]] = pa.dictionary(pa.int32(), pa.string())
     include = [c for c in [columns.get("id"), columns["time"], *columns["series"]] if c]
+    read_options = pacsv.ReadOptions(use_threads=True, block_size=1 << 24)
+    parse_options = pacsv.ParseOptions(delimiter=delimiter)
+    # fast path: stream block by block with numeric values, so memory holds one block of text at a time
+    numeric = dict(types, **{c: pa.float64() for c in columns["series"]})
+    try:
+        convert = pacsv.ConvertOptions(include_columns=include, column_types=numeric,
+                                       strings_can_be_null=True)
+        reader = pacsv.open_csv(src, read_options=read_options, parse_options=parse_options,
+                                convert_options=convert)
+        return _from_batches(label, iter(reader), options, "line", 2, columns)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError):
+        pass  # a value that does not convert (or types that change after the first block): read it all
+    if not isinstance(src, str):
+        src.seek(0)
     try:
         table = pacsv.read_csv(
-            src, read_options=pacsv.ReadOptions(use_threads=True, block_size=1 << 24),
-            parse_options=pacsv.ParseOptions(delimiter=delimiter),
+            src, read_options=read_options, parse_options=parse_options,
             convert_options=pacsv.ConvertOptions(include_columns=include, column_types=types,
                                                  strings_can_be_null=True))
     except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError) as e:
         msg = str(e).strip().splitlines()[0]
         raise QKANForecastError(f"{label}: cannot read as CSV: {msg}") from None
-    return _from_arrow(label, table, options, "line", 2, columns)
+    holder = [table]
+    del table  # _from_arrow drops the last reference, so converted chunks are freed as it goes
+    return _from_arrow(label, holder, options, "line", 2, columns)
 
 
 def _read_parquet(label: str, src: Any, options: IngestOptions) -> Table:
@@ -259,7 +274,7 @@ def _read_parquet(label: str, src: Any, options: IngestOptions) -> Table:
     dict_cols = [id_col] if id_col and pa.types.is_string(pf.schema_arrow.field(id_col).type) else []
     pf = pq.ParquetFile(src, read_dictionary=dict_cols)
     batches = (pf.read_row_group(i, columns=include) for i in range(pf.num_row_groups))
-    return _from_batches(label, batches, pf.metadata.num_rows, options, "row", 1, columns)
+    return _from_batches(label, batches, options, "row", 1, columns)
 
 
 def _pick_columns(label: str, names: list[str], options: IngestOptions) -> dict[str, Any]:
@@ -282,10 +297,11 @@ def _pick_columns(label: str, names: list[str], options: IngestOptions) -> dict[
     return {"id": id_col, "time": time_col, "series": [target_col], "wide": False}
 
 
-def _from_arrow(label: str, table: pa.Table, options: IngestOptions, unit: str, first: int,
+def _from_arrow(label: str, holder: list[pa.Table], options: IngestOptions, unit: str, first: int,
                 columns: dict[str, Any] | None = None) -> Table:
+    """Convert the table in ``holder`` (emptied, so that chunks are freed once converted)."""
+    table = holder.pop()
     columns = columns or _pick_columns(label, table.column_names, options)
-    n = table.num_rows
     batches = table.to_batches()
     del table
 
@@ -293,7 +309,7 @@ def _from_arrow(label: str, table: pa.Table, options: IngestOptions, unit: str, 
         while batches:
             yield batches.pop(0)
 
-    return _from_batches(label, gen(), n, options, unit, first, columns)
+    return _from_batches(label, gen(), options, unit, first, columns)
 
 
 class _Ctx:
@@ -312,14 +328,13 @@ class _Ctx:
         return QKANForecastError(f"{self.label}: column '{col}' {self.where(row)}: {what}")
 
 
-def _from_batches(label: str, batches: Iterator[Any], n: int, options: IngestOptions, unit: str,
-                  first: int, columns: dict[str, Any]) -> Table:
+def _from_batches(label: str, batches: Iterator[Any], options: IngestOptions, unit: str, first: int,
+                  columns: dict[str, Any]) -> Table:
+    """Convert chunks to numpy as they arrive (each chunk can be freed at once), then validate."""
     ctx = _Ctx(label, unit, first)
     time_col, series_cols = columns["time"], columns["series"]
     k = len(series_cols)
-    ds = np.empty(n * k, dtype=np.int64)
-    y = np.empty(n * k, dtype=np.float64)
-    codes = np.empty(n * k, dtype=np.int32)
+    parts: dict[str, list[list[np.ndarray]]] = {key: [[] for _ in range(k)] for key in ("codes", "ds", "y")}
     names: dict[str, int] = {}
     if columns["wide"]:
         names = {c: i for i, c in enumerate(series_cols)}
@@ -329,17 +344,22 @@ def _from_batches(label: str, batches: Iterator[Any], n: int, options: IngestOpt
     for batch in batches:
         m = batch.num_rows
         t = _to_ns(batch.column(time_col), ctx, time_col, pos)
+        id_col = columns["id"]
+        ids = _to_codes(batch.column(id_col), ctx, id_col, pos, names) if id_col else None
         for j, col in enumerate(series_cols):
-            sl = slice(j * n + pos, j * n + pos + m)
-            ds[sl] = t
-            y[sl] = _to_float(batch.column(col), ctx, col, pos)
-            if columns["wide"]:
-                codes[sl] = j
-            elif columns["id"]:
-                codes[sl] = _to_codes(batch.column(columns["id"]), ctx, columns["id"], pos, names)
-            else:
-                codes[sl] = 0
+            parts["ds"][j].append(t)
+            parts["y"][j].append(_to_float(batch.column(col), ctx, col, pos))
+            parts["codes"][j].append(ids if ids is not None else np.full(m, j, dtype=np.int32))
+        del batch
         pos += m
+    n = pos
+    pa.default_memory_pool().release_unused()  # hand the text buffers of the read back to the OS
+
+    def join(key: str, dtype: type) -> np.ndarray:  # one column at a time, freeing its chunks
+        chunks = [c for per_series in parts.pop(key) for c in per_series]
+        return np.concatenate(chunks).astype(dtype, copy=False) if chunks else np.empty(0, dtype)
+
+    codes, ds, y = join("codes", np.int32), join("ds", np.int64), join("y", np.float64)
     if ctx.aware and ctx.naive:
         (a, va), (b, vb) = ctx.aware, ctx.naive
         raise QKANForecastError(
