@@ -100,9 +100,16 @@ class OutFormat(str, Enum):
 
 
 DataArg = Annotated[str, typer.Argument(help="CSV or Parquet file, or - for stdin.", show_default=False)]
-IdCol = Annotated[str, typer.Option("--id-col", help="Series id column (absent: one series).")]
-TimeCol = Annotated[str, typer.Option("--time-col", help="Timestamp column.")]
-TargetCol = Annotated[str, typer.Option("--target-col", help="Target value column.")]
+_FROM_MODEL = "forecast and evaluate default to the model's training data"
+IdCol = Annotated[
+    str | None,
+    typer.Option(
+        "--id-col", help=f"Series id column; absent: one series.  [default: unique_id; {_FROM_MODEL}]"
+    ),
+]
+TimeCol = Annotated[str | None, typer.Option("--time-col", help="Timestamp column.  [default: ds]")]
+TargetCol = Annotated[str | None, typer.Option("--target-col", help="Target value column.  [default: y]")]
+COLUMN_DEFAULTS = {"id_col": "unique_id", "time_col": "ds", "target_col": "y"}
 Wide = Annotated[bool, typer.Option("--wide", help="One column per series next to the time column.")]
 Freq = Annotated[
     str | None, typer.Option("--freq", help="Expected frequency, e.g. 10min, h, D (default: inferred).")
@@ -139,11 +146,18 @@ def main(
     """Forecast telecom time series with QKAN-LSTM, HQKAN-LSTM and LSTM models."""
 
 
+def _columns(
+    id_col: str | None, time_col: str | None, target_col: str | None, trained: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Column names: those given, else the ones the model was trained with, else unique_id, ds, y."""
+    given = {"id_col": id_col, "time_col": time_col, "target_col": target_col}
+    base = {**COLUMN_DEFAULTS, **(trained or {})}
+    return {k: v if v is not None else base[k] for k, v in given.items()}
+
+
 def _read(
     data: str,
-    id_col: str,
-    time_col: str,
-    target_col: str,
+    columns: dict[str, str],
     wide: bool,
     freq: str | None,
     fill: Fill,
@@ -151,15 +165,7 @@ def _read(
 ):  # noqa: ANN202
     from qkanforecast.data import IngestOptions, read_table
 
-    options = IngestOptions(
-        id_col=id_col,
-        time_col=time_col,
-        target_col=target_col,
-        wide=wide,
-        freq=freq,
-        fill=fill.value,
-        min_length=min_length,
-    )
+    options = IngestOptions(**columns, wide=wide, freq=freq, fill=fill.value, min_length=min_length)
     return read_table(data, options)
 
 
@@ -178,9 +184,9 @@ def ingest(
     output: Annotated[
         str, typer.Option("--output", "-o", help="Output path (.parquet or .csv), or - for CSV on stdout.")
     ] = "-",
-    id_col: IdCol = "unique_id",
-    time_col: TimeCol = "ds",
-    target_col: TargetCol = "y",
+    id_col: IdCol = None,
+    time_col: TimeCol = None,
+    target_col: TargetCol = None,
     wide: Wide = False,
     freq: Freq = None,
     fill: FillOpt = Fill.none,
@@ -193,7 +199,7 @@ def ingest(
     """Validate a CSV or Parquet table and write it as the canonical long table (unique_id, ds, y)."""
     from qkanforecast.data import print_report, write_table
 
-    table = _read(data, id_col, time_col, target_col, wide, freq, fill, min_length)
+    table = _read(data, _columns(id_col, time_col, target_col), wide, freq, fill, min_length)
     write_table(table, output)
     if not quiet or as_json:
         print_report(table, err, as_json=as_json)
@@ -263,9 +269,9 @@ def train(
         str | None, typer.Option("--from", help="Warm-start from this registered model.")
     ] = None,
     registry: RegistryOpt = None,
-    id_col: IdCol = "unique_id",
-    time_col: TimeCol = "ds",
-    target_col: TargetCol = "y",
+    id_col: IdCol = None,
+    time_col: TimeCol = None,
+    target_col: TargetCol = None,
     wide: Wide = False,
     freq: Freq = None,
     fill: FillOpt = Fill.none,
@@ -304,10 +310,18 @@ def train(
         name = name or warm.name
     else:
         config = TrainConfig(**overrides)
-    table = _read(data, id_col, time_col, target_col, wide, freq, fill)
+    columns = _columns(id_col, time_col, target_col, warm.manifest["data"].get("columns") if warm else None)
+    table = _read(data, columns, wide, freq, fill)
     progress = None if quiet else _progress_printer()
     entry = run_training(
-        table, config, name=name, registry=reg, warm_start=warm, source=_source(data), progress=progress
+        table,
+        config,
+        name=name,
+        registry=reg,
+        warm_start=warm,
+        source=_source(data),
+        columns=columns,
+        progress=progress,
     )
     if not quiet:
         m = entry.manifest["metrics"]
@@ -361,9 +375,9 @@ def forecast(
         typer.Option("--steps", help="Steps to forecast (default: the model's horizon; more are recursive)."),
     ] = None,
     registry: RegistryOpt = None,
-    id_col: IdCol = "unique_id",
-    time_col: TimeCol = "ds",
-    target_col: TargetCol = "y",
+    id_col: IdCol = None,
+    time_col: TimeCol = None,
+    target_col: TargetCol = None,
     wide: Wide = False,
     freq: Freq = None,
     fill: FillOpt = Fill.none,
@@ -376,7 +390,8 @@ def forecast(
     if steps is not None and steps < 1:
         raise QKANForecastError(f"--steps must be at least 1, got {steps}")
     predictor = Predictor.load(model, _registry(registry))
-    table = _read(data, id_col, time_col, target_col, wide, freq, fill)
+    columns = _columns(id_col, time_col, target_col, predictor.entry.manifest["data"].get("columns"))
+    table = _read(data, columns, wide, freq, fill)
     frame = run_forecast(predictor, table, steps)
     _write_output(frame, output, fmt)
     if not quiet and output != "-":
@@ -409,9 +424,9 @@ def evaluate(
     per_series: Annotated[bool, typer.Option("--per-series", help="Also score every series.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON lines.")] = False,
     registry: RegistryOpt = None,
-    id_col: IdCol = "unique_id",
-    time_col: TimeCol = "ds",
-    target_col: TargetCol = "y",
+    id_col: IdCol = None,
+    time_col: TimeCol = None,
+    target_col: TargetCol = None,
     wide: Wide = False,
     freq: Freq = None,
     fill: FillOpt = Fill.none,
@@ -422,7 +437,8 @@ def evaluate(
     from qkanforecast.forecast import Predictor
 
     predictor = Predictor.load(model, _registry(registry))
-    table = _read(data, id_col, time_col, target_col, wide, freq, fill)
+    columns = _columns(id_col, time_col, target_col, predictor.entry.manifest["data"].get("columns"))
+    table = _read(data, columns, wide, freq, fill)
     backtest, metrics = run_evaluate(predictor, table, windows, step, refit, per_series)
     if output is not None:
         _write_output(backtest, output, fmt)

@@ -221,9 +221,14 @@ def train(
     registry: Registry | None = None,
     warm_start: Entry | None = None,
     source: str | None = None,
+    columns: dict[str, str] | None = None,
     progress: ProgressFn | None = None,
 ) -> Entry:
-    """Fit one global model on every series of ``table`` and publish it as a new registry version."""
+    """Fit one global model on every series of ``table`` and publish it as a new registry version.
+
+    ``source`` and ``columns`` (the input's ``id_col``, ``time_col`` and ``target_col``) are recorded in the
+    manifest; forecasts and backtests default to the same column names.
+    """
     registry = registry or Registry()
     name = check_name(name or config.model)
     initial_state = None
@@ -247,8 +252,9 @@ def train(
             "freq": table.freq,
             "lookback": config.lookback,
             "horizon": config.horizon,
-            "series": int(table.frame["unique_id"].nunique()),
+            "series": table.n_series,
             "source": source,
+            "columns": columns or {"id_col": "unique_id", "time_col": "ds", "target_col": "y"},
         },
         "scaler": fitted.scaler.state_dict(),
         "training": {

@@ -213,3 +213,14 @@ def test_shell_pipeline(panel_csv, tmp_path):
     shell = f"{' '.join(exe)} forecast {panel_csv} --model {ref.stdout.strip()} --steps 4 -o - | head -n 3"
     out = subprocess.run(shell, shell=True, env=env, capture_output=True, text=True, check=True)
     assert out.stdout.splitlines()[0] == "unique_id,ds,lstm" and len(out.stdout.splitlines()) == 3
+
+
+def test_forecast_defaults_to_the_training_column_names(runner, tmp_path, registry):
+    frame = sine_panel().rename(columns={"unique_id": "cell", "ds": "time", "y": "internet"})
+    path = tmp_path / "cells.csv"
+    frame.to_csv(path, index=False)
+    cols = ["--id-col", "cell", "--time-col", "time", "--target-col", "internet"]
+    ref = train_ref(runner, path, registry, "--model", "lstm", *cols)
+    result = run(runner, "forecast", path, "-m", ref, "--registry", registry)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "unique_id,ds,lstm" and len(result.stdout.splitlines()) == 3
