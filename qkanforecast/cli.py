@@ -439,7 +439,8 @@ def evaluate(
     predictor = Predictor.load(model, _registry(registry))
     columns = _columns(id_col, time_col, target_col, predictor.entry.manifest["data"].get("columns"))
     table = _read(data, columns, wide, freq, fill)
-    backtest, metrics = run_evaluate(predictor, table, windows, step, refit, per_series)
+    result = run_evaluate(predictor, table, windows, step, refit, per_series)
+    backtest = result.backtest
     if output is not None:
         _write_output(backtest, output, fmt)
     console = err if output == "-" else Console()  # the backtest owns stdout when written there
@@ -447,9 +448,12 @@ def evaluate(
         f"{predictor.entry.ref}: {backtest['cutoff'].nunique()} cutoffs, "
         f"{backtest['unique_id'].nunique()} series"
     )
-    _show(metrics, title, console, as_json)
-    if not quiet and output not in (None, "-"):
-        err.print(f"backtest of {len(backtest):,} rows written to {output}", highlight=False)
+    _show(result.metrics, title, console, as_json)
+    if not quiet:
+        for note in result.notes:
+            err.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+        if output not in (None, "-"):
+            err.print(f"backtest of {len(backtest):,} rows written to {output}", highlight=False)
 
 
 def _show(frame, title: str, console: Console, as_json: bool) -> None:  # noqa: ANN001

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -97,6 +97,13 @@ def _refit(predictor: Predictor, table: Table, back: int) -> Predictor:
     return Predictor.from_parts(predictor.entry, fitted.model, fitted.scaler)
 
 
+@dataclass
+class Evaluation:
+    backtest: pd.DataFrame  # unique_id, ds, cutoff, y, <model>, naive, seasonal_naive
+    metrics: pd.DataFrame  # unique_id, model, mae, rmse, mse, smape, mase, r2
+    notes: list[str] = field(default_factory=list)  # caveats a user should read next to the numbers
+
+
 def evaluate(
     predictor: Predictor,
     table: Table,
@@ -104,13 +111,26 @@ def evaluate(
     step: int | None = None,
     refit: bool = False,
     per_series: bool = False,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The backtest table and its metrics table (model, naive, seasonal naive; overall and per series)."""
+) -> Evaluation:
+    """The backtest table and its metrics (model, naive, seasonal naive; overall and per series).
+
+    Notes say when backtest targets fall on data the model was trained or validated on.
+    """
+    trained = set(predictor.entry.manifest["scaler"]["unique_id"])
     bt = backtest(predictor, table, windows, step, refit)
+    notes = []
+    trained_until = predictor.entry.manifest["data"].get("trained_until")
+    if not refit and trained_until is not None:
+        seen = bt["unique_id"].isin(trained).to_numpy() & (bt["ds"] <= pd.Timestamp(trained_until)).to_numpy()
+        if seen.any():
+            notes.append(
+                f"{int(seen.sum())} of {len(bt)} backtest targets are on or before {trained_until}, data the "
+                f"model was trained or validated on; train with --test-size for an out-of-sample backtest"
+            )
     season = season_length(table.freq)
     first_cut = bt.groupby("unique_id", sort=False)["cutoff"].min()
     scales = {}
     for uid, v, s in zip(*series_arrays(table, 1, "scoring"), strict=True):
         scales[uid] = naive_scale(v[s <= first_cut[uid].to_datetime64()], season)
     models = [predictor.column, "naive", "seasonal_naive"]
-    return bt, metrics_table(bt, models, scales, per_series)
+    return Evaluation(bt, metrics_table(bt, models, scales, per_series), notes)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+import pandas as pd
 import torch
 from torch import nn
 
@@ -177,6 +178,7 @@ class Fitted:
     history: list[Epoch]
     train_windows: int
     val_windows: int
+    trained_until: str  # the last timestamp training or validation read, over all series
 
 
 def fit_table(
@@ -210,7 +212,15 @@ def fit_table(
         seed=config.seed,
         progress=progress,
     )
-    return Fitted(model, scaler, history, len(train_ds), len(val_ds) if val_ds is not None else 0)
+    last_seen = table.ds_ns[table.offsets[:-1] + train_ds.val_end - 1].max()
+    return Fitted(
+        model,
+        scaler,
+        history,
+        len(train_ds),
+        len(val_ds) if val_ds is not None else 0,
+        pd.Timestamp(last_seen).isoformat(),
+    )
 
 
 def train(
@@ -254,6 +264,7 @@ def train(
             "horizon": config.horizon,
             "series": table.n_series,
             "source": source,
+            "trained_until": fitted.trained_until,
             "columns": columns or {"id_col": "unique_id", "time_col": "ds", "target_col": "y"},
         },
         "scaler": fitted.scaler.state_dict(),

@@ -84,8 +84,24 @@ def test_refit_backtest_trains_without_the_future(table, tmp_path):
     registry = Registry(tmp_path)
     entry = train(table, TrainConfig(model="lstm", **SMALL), registry=registry)
     p = Predictor.load(entry.ref, registry)
-    bt, metrics = evaluate(p, table, windows=2, step=1, refit=True)
-    assert len(bt) == 2 * 2 and set(metrics["model"]) == {"lstm", "naive", "seasonal_naive"}
+    result = evaluate(p, table, windows=2, step=1, refit=True)
+    assert len(result.backtest) == 2 * 2
+    assert set(result.metrics["model"]) == {"lstm", "naive", "seasonal_naive"}
+    assert result.notes == []
+
+
+def test_evaluate_notes_targets_the_model_was_trained_on(table, tmp_path):
+    registry = Registry(tmp_path)
+    inside = train(table, TrainConfig(model="lstm", **SMALL), registry=registry)
+    result = evaluate(Predictor.load(inside.ref, registry), table, windows=2, step=3)
+    until = inside.manifest["data"]["trained_until"]
+    assert result.notes == [
+        f"4 of 4 backtest targets are on or before {until}, data the model was trained or validated on; "
+        "train with --test-size for an out-of-sample backtest"
+    ]
+    held_out = train(table, TrainConfig(model="lstm", test_size=4, **SMALL), registry=registry)
+    assert held_out.manifest["data"]["trained_until"] == "2024-01-03T17:50:00"  # row 395 of 400
+    assert evaluate(Predictor.load(held_out.ref, registry), table, windows=2, step=3).notes == []
 
 
 def test_season_length():
