@@ -46,6 +46,7 @@ FILLS = ("none", "ffill", "linear", "zero")
 META_KEY = b"qkanforecast"
 FORMAT_VERSION = 1
 ROW_GROUP_ROWS = 1 << 20
+CSV_BLOCK_BYTES = 1 << 24
 _NAN_WORDS = {"", "nan", "na", "n/a", "null", "none", "-nan", "#n/a"}
 _TZ_RE = r"(Z|z|[+-]\d{2}:?\d{2})$"
 
@@ -234,7 +235,7 @@ def _read_csv(label: str, src: Any, options: IngestOptions) -> Table:
     if columns.get("id"):
         types[columns["id"]] = pa.dictionary(pa.int32(), pa.string())
     include = [c for c in [columns.get("id"), columns["time"], *columns["series"]] if c]
-    read_options = pacsv.ReadOptions(use_threads=True, block_size=1 << 24)
+    read_options = pacsv.ReadOptions(use_threads=True, block_size=CSV_BLOCK_BYTES)
     parse_options = pacsv.ParseOptions(delimiter=delimiter)
     # fast path: stream block by block with numeric values, so memory holds one block of text at a time
     numeric = dict(types, **{c: pa.float64() for c in columns["series"]})

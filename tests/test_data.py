@@ -294,3 +294,20 @@ def test_shared_milan_internet_full_file() -> None:
     assert t.ids == ["5161"] and len(t.frame) == 8928 and t.freq == "10min"
     sample = read_table(ROOT / "sample_data" / "milan_internet.csv")
     np.testing.assert_array_equal(sample.series("5161")["y"].to_numpy(), t.frame["y"].to_numpy()[:2016])
+
+
+def test_csv_read_in_small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Streaming over many blocks gives the same table; a bad value in a later block still gets its line."""
+    monkeypatch.setattr(data_mod, "CSV_BLOCK_BYTES", 256)
+    t = Table.from_frame(panel(3, 40, "10min"))
+    out = io.BytesIO()
+    write_table(t, "-", stdout=out)
+    text = out.getvalue().decode()
+    pd.testing.assert_frame_equal(read_text(text).frame, t.frame)
+    lines = text.splitlines()
+    lines[100] = lines[100].rsplit(",", 1)[0] + ",oops"
+    assert error_of("\n".join(lines) + "\n") == "<stdin>: column 'y' line 101: non-numeric value 'oops'"
+    lines = text.splitlines()
+    uid, ds, y = lines[90].split(",")
+    lines[90] = f"{uid},{ds.replace(' ', 'T')}+01:00,{y}"
+    assert error_of("\n".join(lines) + "\n").startswith("<stdin>: column 'ds' mixes time zones and naive")
