@@ -224,3 +224,24 @@ def test_forecast_defaults_to_the_training_column_names(runner, tmp_path, regist
     result = run(runner, "forecast", path, "-m", ref, "--registry", registry)
     assert result.exit_code == 0, result.stderr
     assert result.stdout.splitlines()[0] == "unique_id,ds,lstm" and len(result.stdout.splitlines()) == 3
+
+
+def test_two_trainings_of_one_name_at_once_get_their_own_versions(panel_csv, tmp_path):
+    env = {**os.environ, "QKANFORECAST_HOME": str(tmp_path / "home")}
+    cmd = [
+        sys.executable,
+        "-m",
+        "qkanforecast",
+        "train",
+        str(panel_csv),
+        *FAST,
+        "--model",
+        "lstm",
+        "--name",
+        "cron",
+        "-q",
+    ]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    refs = sorted(p.communicate(timeout=300)[0].strip() for p in procs)
+    assert [p.returncode for p in procs] == [0, 0]
+    assert refs == ["cron@v1", "cron@v2"]
