@@ -1,0 +1,208 @@
+"""Arrow chunks (CSV blocks, Parquet row groups, a DataFrame) to numpy columns, then ``canonicalise``.
+
+Dates, values and series ids are converted chunk by chunk, so each chunk can be freed at once; errors
+name the file, the column and the CSV line or Parquet row (``_Ctx``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from qkanforecast.errors import QKANForecastError
+from qkanforecast.table import IngestOptions, Table
+from qkanforecast.validate import canonicalise
+
+_NAN_WORDS = {"", "nan", "na", "n/a", "null", "none", "-nan", "#n/a"}
+_TZ_RE = r"(Z|z|[+-]\d{2}:?\d{2})$"
+
+
+def _pick_columns(label: str, names: list[str], options: IngestOptions) -> dict[str, Any]:
+    """Which columns hold the id, the time and the value(s)."""
+    listing = ", ".join(names)
+    time_col, target_col = options.time_col, options.target_col
+    if not options.wide and time_col not in names and target_col not in names and len(names) == 2:
+        time_col, target_col = names  # a bare time,value file
+    if time_col not in names:
+        raise QKANForecastError(f"{label}: no time column '{time_col}' (columns: {listing}); pass --time-col")
+    if options.wide:
+        series = [c for c in names if c != time_col]
+        if not series:
+            raise QKANForecastError(f"{label}: --wide needs one column per series besides '{time_col}'")
+        return {"id": None, "time": time_col, "series": series, "wide": True}
+    if target_col not in names:
+        raise QKANForecastError(
+            f"{label}: no target column '{target_col}' (columns: {listing}); pass --target-col")
+    id_col = options.id_col if options.id_col in names else None
+    return {"id": id_col, "time": time_col, "series": [target_col], "wide": False}
+
+
+def _from_arrow(label: str, holder: list[pa.Table], options: IngestOptions, unit: str, first: int,
+                columns: dict[str, Any] | None = None) -> Table:
+    """Convert the table in ``holder`` (emptied, so that chunks are freed once converted)."""
+    table = holder.pop()
+    columns = columns or _pick_columns(label, table.column_names, options)
+    batches = table.to_batches()
+    del table
+
+    def gen() -> Iterator[pa.RecordBatch]:
+        while batches:
+            yield batches.pop(0)
+
+    return _from_batches(label, gen(), options, unit, first, columns)
+
+
+class _Ctx:
+    """Conversion state shared by the chunks of one input: error locations and time-zone state."""
+
+    def __init__(self, label: str, unit: str, first: int) -> None:
+        self.label, self.unit, self.first = label, unit, first
+        self.aware: tuple[int, str] | None = None
+        self.naive: tuple[int, str] | None = None
+        self.notes: list[str] = []
+
+    def where(self, row: int) -> str:
+        return f"{self.unit} {row + self.first}"
+
+    def fail(self, col: str, row: int, what: str) -> QKANForecastError:
+        return QKANForecastError(f"{self.label}: column '{col}' {self.where(row)}: {what}")
+
+
+def _from_batches(label: str, batches: Iterator[Any], options: IngestOptions, unit: str, first: int,
+                  columns: dict[str, Any]) -> Table:
+    """Convert chunks to numpy as they arrive (each chunk can be freed at once), then validate."""
+    ctx = _Ctx(label, unit, first)
+    time_col, series_cols = columns["time"], columns["series"]
+    k = len(series_cols)
+    parts: dict[str, list[list[np.ndarray]]] = {key: [[] for _ in range(k)] for key in ("codes", "ds", "y")}
+    names: dict[str, int] = {}
+    if columns["wide"]:
+        names = {c: i for i, c in enumerate(series_cols)}
+    elif not columns["id"]:
+        names = {str(options.series_id or "series"): 0}
+    pos = 0
+    for batch in batches:
+        m = batch.num_rows
+        t = _to_ns(batch.column(time_col), ctx, time_col, pos)
+        id_col = columns["id"]
+        ids = _to_codes(batch.column(id_col), ctx, id_col, pos, names) if id_col else None
+        for j, col in enumerate(series_cols):
+            parts["ds"][j].append(t)
+            parts["y"][j].append(_to_float(batch.column(col), ctx, col, pos))
+            parts["codes"][j].append(ids if ids is not None else np.full(m, j, dtype=np.int32))
+        del batch
+        pos += m
+    n = pos
+    pa.default_memory_pool().release_unused()  # hand the text buffers of the read back to the OS
+
+    def join(key: str, dtype: type) -> np.ndarray:  # one column at a time, freeing its chunks
+        chunks = [c for per_series in parts.pop(key) for c in per_series]
+        return np.concatenate(chunks).astype(dtype, copy=False) if chunks else np.empty(0, dtype)
+
+    codes, ds, y = join("codes", np.int32), join("ds", np.int64), join("y", np.float64)
+    if ctx.aware and ctx.naive:
+        (a, va), (b, vb) = ctx.aware, ctx.naive
+        raise QKANForecastError(
+            f"{label}: column '{time_col}' mixes time zones and naive times "
+            f"({ctx.where(a)}: '{va}', {ctx.where(b)}: '{vb}')")
+    if ctx.aware:
+        ctx.notes.append("time zones converted to UTC")
+    categories = np.array(list(names), dtype=object)
+    report = {"source": label, "rows_read": int(n), "columns": {
+        "id": columns["id"], "time": time_col, "target": None if columns["wide"] else series_cols[0],
+        "wide": bool(columns["wide"])}}
+    return canonicalise(label, codes, categories, ds, y, options, report, ctx.notes)
+
+
+def _to_ns(arr: Any, ctx: _Ctx, col: str, row0: int) -> np.ndarray:
+    """A time column chunk -> int64 ns since epoch (naive or UTC)."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    typ = arr.type
+    if arr.null_count:
+        raise ctx.fail(col, row0 + _first_null(arr), "empty date")
+    if pa.types.is_timestamp(typ):
+        if typ.tz is not None and ctx.aware is None:
+            ctx.aware = (row0, str(arr[0]))
+        elif typ.tz is None and ctx.naive is None:
+            ctx.naive = (row0, str(arr[0]))
+        return np.asarray(arr.cast(pa.timestamp("ns", tz=typ.tz)).cast(pa.int64()).to_numpy())
+    if pa.types.is_date(typ):
+        if ctx.naive is None:
+            ctx.naive = (row0, str(arr[0]))
+        return np.asarray(arr.cast(pa.timestamp("ns")).cast(pa.int64()).to_numpy())
+    if pa.types.is_dictionary(typ):
+        arr = arr.cast(typ.value_type)
+        typ = arr.type
+    if not (pa.types.is_string(typ) or pa.types.is_large_string(typ)):
+        raise QKANForecastError(
+            f"{ctx.label}: column '{col}' holds {typ} values, not dates; "
+            "write them as dates such as 2013-11-01 00:10:00")
+    strings = pc.utf8_trim_whitespace(arr)
+    has_tz = np.asarray(pc.match_substring_regex(strings, _TZ_RE).to_numpy(zero_copy_only=False), bool)
+    if has_tz.any() and ctx.aware is None:
+        i = int(np.argmax(has_tz))
+        ctx.aware = (row0 + i, strings[i].as_py())
+    if not has_tz.all() and ctx.naive is None:
+        i = int(np.argmin(has_tz))
+        ctx.naive = (row0 + i, strings[i].as_py())
+    if ctx.aware and ctx.naive:
+        return np.zeros(len(arr), np.int64)  # reported once all chunks are read
+    s = pd.Series(strings.to_numpy(zero_copy_only=False), dtype=object)
+    try:
+        parsed = pd.to_datetime(s, format="ISO8601", utc=bool(has_tz.any()))
+    except (ValueError, TypeError):
+        parsed = pd.to_datetime(s, errors="coerce", utc=bool(has_tz.any()))
+        bad = np.flatnonzero(parsed.isna().to_numpy())
+        if len(bad):
+            raise ctx.fail(col, row0 + int(bad[0]), f"cannot parse date '{s.iloc[int(bad[0])]}'") from None
+    if parsed.dt.tz is not None:
+        parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
+    return parsed.to_numpy(dtype="datetime64[ns]").view(np.int64)
+
+
+def _to_float(arr: Any, ctx: _Ctx, col: str, row0: int) -> np.ndarray:
+    """A value column chunk -> float64 (nulls become NaN)."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    typ = arr.type
+    if pa.types.is_null(typ):
+        return np.full(len(arr), np.nan)
+    if pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_decimal(typ) \
+            or pa.types.is_boolean(typ):
+        return np.asarray(arr.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+    if pa.types.is_dictionary(typ):
+        arr = arr.cast(typ.value_type)
+    s = pd.Series(arr.to_numpy(zero_copy_only=False), dtype=object)
+    out = pd.to_numeric(s, errors="coerce")
+    missing = out.isna().to_numpy()
+    if missing.any():
+        words = s[missing].map(lambda v: v is None or str(v).strip().lower() in _NAN_WORDS).to_numpy(bool)
+        if not words.all():
+            i = int(np.flatnonzero(missing)[np.argmin(words)])
+            raise ctx.fail(col, row0 + i, f"non-numeric value '{s.iloc[i]}'")
+    return out.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _to_codes(arr: Any, ctx: _Ctx, col: str, row0: int, names: dict[str, int]) -> np.ndarray:
+    """An id column chunk -> int32 codes into ``names`` (updated in place)."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if arr.null_count:
+        raise ctx.fail(col, row0 + _first_null(arr), "empty series id")
+    if not pa.types.is_dictionary(arr.type):
+        if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+            arr = arr.cast(pa.string())
+        arr = arr.dictionary_encode()
+    values = arr.dictionary.cast(pa.string()).to_pylist()
+    lookup = np.array([names.setdefault(v, len(names)) for v in values], dtype=np.int32)
+    return lookup[np.asarray(arr.indices.to_numpy(zero_copy_only=False))]
+
+
+def _first_null(arr: Any) -> int:
+    return int(np.argmax(np.asarray(arr.is_null().to_numpy(zero_copy_only=False), bool)))

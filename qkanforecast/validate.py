@@ -1,0 +1,224 @@
+"""Validation and the canonical form: sort, de-duplicate, check the frequency, fill or reject gaps and
+NaN, check lengths, and build the ``Table`` with its ingest report (policy in ``qkanforecast.data``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from qkanforecast.errors import QKANForecastError
+from qkanforecast.table import IngestOptions, Table, freq_to_ns, ns_to_freq
+
+
+def _ts(ns: int | np.integer) -> str:
+    return str(pd.Timestamp(int(ns)))
+
+
+
+def canonicalise(label: str, codes: np.ndarray, categories: np.ndarray, ds: np.ndarray, y: np.ndarray,
+                 options: IngestOptions, report: dict[str, Any] | None = None,
+                 notes: list[str] | None = None) -> Table:
+    """Sort, de-duplicate, check the frequency, fill or reject gaps and NaN, build the ``Table``.
+
+    ``codes`` index ``categories`` (series names); ``ds`` is int64 ns; ``y`` float64; all ``[rows]``.
+    The arrays may be modified in place.
+    """
+    report = dict(report or {})
+    notes = list(notes or [])
+    if len(ds) == 0:
+        raise QKANForecastError(f"{label}: no rows")
+    # sorted categories, codes in the smallest integer type
+    used = np.bincount(codes, minlength=len(categories)) > 0
+    cats = categories[used]
+    order = np.argsort(cats.astype(str), kind="stable")
+    remap = np.full(len(categories), -1, dtype=np.int64)
+    remap[np.flatnonzero(used)[order]] = np.arange(len(order))
+    cats = cats[order].astype(str)
+    ctype = np.int16 if len(cats) < 2**15 else np.int32
+    codes = remap[codes].astype(ctype) if not (used.all() and (order == np.arange(len(order))).all()) \
+        else codes.astype(ctype, copy=False)
+    # sort by (unique_id, ds) unless already sorted
+    same = codes[1:] == codes[:-1]
+    d = np.diff(ds)  # steps between consecutive rows; only meaningful where ``same``
+    in_order = bool(np.all(codes[1:] >= codes[:-1])) and not same[np.flatnonzero(d < 0)].any()
+    if not in_order:
+        perm = np.lexsort((ds, codes))
+        codes, ds, y = codes[perm], ds[perm], y[perm]
+        del perm
+        same, d = codes[1:] == codes[:-1], np.diff(ds)
+    # duplicates
+    dup = np.flatnonzero(d == 0)
+    dup = dup[same[dup]]
+    n_dup = len(dup)
+    if n_dup:
+        a, b = y[dup], y[dup + 1]
+        conflict = ~((a == b) | (np.isnan(a) & np.isnan(b)))
+        if conflict.any():
+            i = int(dup[np.argmax(conflict)])
+            n_conf = int(conflict.sum())
+            raise QKANForecastError(
+                f"{label}: series '{cats[codes[i]]}' has {n_conf} duplicate timestamp"
+                f"{'s' if n_conf > 1 else ''} with different values (first: {_ts(ds[i])}, "
+                f"{y[i]:g} and {y[i + 1]:g})")
+        keep = np.ones(len(ds), dtype=bool)
+        keep[dup + 1] = False
+        codes, ds, y = codes[keep], ds[keep], y[keep]
+        del keep
+        same, d = codes[1:] == codes[:-1], np.diff(ds)
+    del dup
+    starts = np.concatenate([[0], np.flatnonzero(~same) + 1]).astype(np.int64)
+    ends = np.append(starts[1:], len(ds))
+    lengths = ends - starts
+    step, inferred = _frequency(label, cats, codes, d, same, starts, options)
+    # rows followed by anything but one step: gaps, or timestamps off the grid
+    irregular = np.flatnonzero(d != step)
+    irregular = irregular[same[irregular]]
+    del same, d
+    jumps = ds[irregular + 1] - ds[irregular]
+    off = jumps % step != 0
+    if off.any():
+        i = int(irregular[np.argmax(off)])
+        raise QKANForecastError(
+            f"{label}: series '{cats[codes[i]]}' timestamp {_ts(ds[i + 1])} is off the {ns_to_freq(step)} "
+            f"grid (previous {_ts(ds[i])}); pass --freq or fix the timestamps")
+    owner = np.searchsorted(starts, irregular, side="right") - 1
+    gaps = np.bincount(owner, weights=jumps // step - 1, minlength=len(starts)).astype(np.int64)
+    grid = lengths + gaps
+    finite = bool(np.isfinite(y).all())
+    bad = np.zeros(0, dtype=bool) if finite else ~np.isfinite(y)
+    n_inf = 0 if finite else int(np.isinf(y).sum())
+    n_bad = int(bad.sum())
+    n_gaps = int(gaps.sum())
+    bad_per = np.add.reduceat(bad, starts) if n_bad else np.zeros(len(starts), np.int64)
+    if (n_gaps or n_bad) and options.fill == "none":
+        i = int(np.argmax((gaps > 0) | (bad_per > 0)))
+        parts = []
+        if gaps[i]:
+            j = int(irregular[np.argmax(owner == i)])
+            parts.append(f"{int(gaps[i])} missing timestamp{'s' if gaps[i] > 1 else ''} "
+                         f"(first: {_ts(ds[j] + step)})")
+        if bad_per[i]:
+            j = int(np.argmax(bad[starts[i]:ends[i]]))
+            parts.append(f"{int(bad_per[i])} NaN or infinite value{'s' if bad_per[i] > 1 else ''} "
+                         f"(first: {_ts(ds[starts[i] + j])})")
+        raise QKANForecastError(
+            f"{label}: series '{cats[codes[starts[i]]]}' has {' and '.join(parts)}; "
+            "pass --fill ffill, linear or zero")
+    problems = np.flatnonzero((gaps > 0) | (bad_per > 0))
+    if n_gaps or n_bad:
+        if n_gaps:
+            if not len(bad):
+                bad = np.zeros(len(y), dtype=bool)
+            codes, ds, y, bad, starts, ends = _regrid(codes, ds, y, bad, starts, grid, step)
+            lengths = grid
+        _fill(label, cats, codes, ds, y, bad, starts, ends, options.fill)
+    del bad
+    if options.min_length is not None:
+        short = lengths < options.min_length
+        if short.any():
+            i = int(np.argmax(short))
+            raise QKANForecastError(
+                f"{label}: series '{cats[codes[starts[i]]]}' has {int(lengths[i])} values but at least "
+                f"{options.min_length} are needed ({int(short.sum())} of {len(lengths)} series too short)")
+    frame = pd.DataFrame({
+        "unique_id": pd.Categorical.from_codes(codes, categories=pd.Index(cats, dtype=object)),
+        "ds": ds.view("datetime64[ns]"), "y": y}, copy=False)
+    freq = ns_to_freq(step)
+    report.update({
+        "rows": int(len(frame)), "series": int(len(starts)), "freq": freq, "freq_inferred": inferred,
+        "start": _ts(ds.min()), "end": _ts(ds.max()),
+        "min_length": int(lengths.min()), "max_length": int(lengths.max()),
+        "sorted_input": in_order, "duplicates_dropped": n_dup, "fill": options.fill,
+        "missing_timestamps_filled": n_gaps, "nan_filled": n_bad - n_inf, "inf_filled": n_inf,
+        "series_filled": int(len(problems)),
+        "filled_examples": [
+            {"unique_id": str(cats[codes[starts[i]]]), "missing_timestamps": int(gaps[i]),
+             "nan_or_inf": int(bad_per[i])} for i in problems[:10]],
+        "notes": notes + ([f"{n_dup} identical duplicate rows dropped"] if n_dup else []),
+    })
+    table = Table(frame=frame, freq=freq, report=report)
+    table.__dict__["offsets"] = np.append(starts, len(ds)).astype(np.int64)
+    return table
+
+
+def _frequency(label: str, cats: np.ndarray, codes: np.ndarray, d: np.ndarray, same: np.ndarray,
+               starts: np.ndarray, options: IngestOptions) -> tuple[int, bool]:
+    """The table's step in ns: ``options.freq``, else the smallest step of each series (all equal).
+
+    ``d`` holds the steps between consecutive rows, ``same`` whether both rows are of one series.
+    """
+    if options.freq is not None:
+        return freq_to_ns(options.freq), False
+    if not same.any():
+        raise QKANForecastError(f"{label}: cannot infer the frequency from single timestamps; pass --freq")
+    candidate = d[int(np.argmax(same))]
+    other = np.flatnonzero(d != candidate)
+    if not same[other].any():  # every series moves by the same step: the usual case, one pass
+        return int(candidate), True
+    big = np.iinfo(np.int64).max
+    per = np.minimum.reduceat(np.append(np.where(same, d, big), big), starts)
+    known = np.flatnonzero(per < big)
+    steps = per[known]
+    other = np.flatnonzero(steps != steps[0])
+    if len(other):
+        a, b = known[0], known[other[0]]
+        raise QKANForecastError(
+            f"{label}: series '{cats[codes[starts[a]]]}' has frequency {ns_to_freq(int(steps[0]))} "
+            f"but series '{cats[codes[starts[b]]]}' has {ns_to_freq(int(per[b]))}; pass --freq to choose one")
+    return int(steps[0]), True
+
+
+def _regrid(codes: np.ndarray, ds: np.ndarray, y: np.ndarray, bad: np.ndarray, starts: np.ndarray,
+            grid: np.ndarray, step: int) -> tuple[np.ndarray, ...]:
+    """Insert the missing timestamps of every series (their ``y`` is NaN and marked ``bad``)."""
+    new_starts = np.concatenate([[0], np.cumsum(grid)[:-1]]).astype(np.int64)
+    total = int(grid.sum())
+    lengths = np.diff(np.append(starts, len(ds)))
+    series = np.repeat(np.arange(len(starts)), lengths)
+    pos = new_starts[series] + (ds - ds[starts][series]) // step
+    del series
+    new_y = np.full(total, np.nan)
+    new_y[pos] = y
+    new_bad = np.ones(total, dtype=bool)
+    new_bad[pos] = bad
+    within = np.arange(total, dtype=np.int64) - np.repeat(new_starts, grid)
+    new_ds = np.repeat(ds[starts], grid) + within * step
+    new_codes = np.repeat(codes[starts], grid)
+    return new_codes, new_ds, new_y, new_bad, new_starts, new_starts + grid
+
+
+def _fill(label: str, cats: np.ndarray, codes: np.ndarray, ds: np.ndarray, y: np.ndarray, bad: np.ndarray,
+          starts: np.ndarray, ends: np.ndarray, how: str) -> None:
+    """Fill ``y`` where ``bad`` in place, never across series."""
+    rows = np.flatnonzero(bad)
+    seg = np.repeat(np.arange(len(starts)), ends - starts)[rows]
+    good = np.flatnonzero(~bad)
+    # previous and next finite value in the same series (-1 / len(y) when none)
+    k = np.searchsorted(good, rows)
+    prev = np.where(k > 0, good[np.maximum(k - 1, 0)], -1) if len(good) else np.full(len(rows), -1)
+    nxt = good[np.minimum(k, len(good) - 1)] if len(good) else np.full(len(rows), len(y))
+    prev = np.where(prev >= starts[seg], prev, -1)
+    nxt = np.where((nxt > rows) & (nxt < ends[seg]), nxt, len(y))
+    empty = (prev < 0) & (nxt >= len(y))
+    if empty.any():
+        i = int(seg[np.argmax(empty)])
+        raise QKANForecastError(
+            f"{label}: series '{cats[codes[starts[i]]]}' has no finite values to fill from")
+    if how == "zero":
+        y[rows] = 0.0
+        return
+    before = prev < 0
+    after = nxt >= len(y)
+    fill = np.empty(len(rows))
+    fill[before] = y[nxt[before]]
+    if how == "ffill":
+        fill[~before] = y[prev[~before]]
+    else:
+        fill[after] = y[prev[after]]
+        mid = ~before & ~after
+        p, q, r = prev[mid], nxt[mid], rows[mid]
+        fill[mid] = y[p] + (y[q] - y[p]) * ((r - p) / (q - p))
+    y[rows] = fill
