@@ -1,11 +1,13 @@
 """Fused LSTM recurrence with a hand-written backward, for gate maps built from spectral QKAN blocks.
 
-A Python loop over time steps pays a fixed cost per tensor operation, and autograd roughly triples the
-number of operations. Here the whole sequence is one autograd node: the forward runs the bare recurrence
-and keeps its intermediate tensors; the backward computes every derivative that does not depend on the
-incoming gradient for all steps at once, walks the steps in reverse with only the unavoidable per-step
-work, and forms the parameter gradients after the loop. Gradients then flow on through ordinary autograd,
-from the block tensors to theta. Tests check it against the plain autograd path to 1e-12.
+A Python loop over time steps pays a fixed cost per tensor operation (a few us on a small CPU, on top
+of the arithmetic), and autograd roughly triples the number of operations. Here the whole sequence is
+one autograd node: the forward runs the bare recurrence and writes every intermediate into buffers
+allocated once per sequence (``out=`` and in-place ops, no per-step stack or cat); the backward computes
+every derivative that does not depend on the incoming gradient for all steps at once, walks the steps
+in reverse with only the unavoidable per-step work, and forms the parameter gradients after the loop
+(or accumulates them per step). Gradients then flow on through ordinary autograd, from the block
+tensors to theta. Tests check it against the plain autograd path to 1e-12.
 
 Notation: N batch, L steps, D hidden, n block inputs, O block outputs, r reps.
 Gate map of one step (``h`` = h_{t-1}, ``pre`` = the part computed from x_t for all steps at once):
@@ -22,8 +24,6 @@ from typing import Any
 
 import torch
 from torch import Tensor
-
-from .qkan import fast_readout_slope
 
 
 @dataclass
@@ -47,138 +47,200 @@ class BlockSpec:
         return [self.wt, self.c0, self.ct, self.bwt, self.pw]
 
 
+def _silu(x: Tensor, out: Tensor) -> None:
+    torch.ops.aten.silu.out(x, out=out)  # F.silu takes no out=
+
+
 def _silu_slope(x: Tensor) -> Tensor:
     sig = torch.sigmoid(x)
     return sig * (1 + x * (1 - sig))
 
 
 class _Block:
-    """Manual forward and backward of one spectral block on x [B, n] -> [B, O]."""
+    """Manual forward and backward of one spectral block on x [B, n] -> [B, O], over L steps.
 
-    def __init__(self, spec: BlockSpec, ts: list[Tensor | None]) -> None:
-        self.readout = spec.readout
+    Features [cos kx, sin kx] are sin(k x + phase), one op. Their x-derivative [-k sin kx, k cos kx] is
+    the same features with the halves swapped, so the backward folds the swap and the factor k into
+    the weights (``_dweights``) and reuses the forward's features.
+    """
+
+    n: int
+
+    def __init__(self, spec: BlockSpec, ts: list[Tensor | None], length: int, batch: int) -> None:
         self.reps = r = spec.reps
         self.has_base = spec.has_base
         self.wt, self.c0, self.ct, self.bwt, self.pw = ts
         ref = next(t for t in ts if t is not None)
-        k = torch.arange(1, r + 1, dtype=ref.dtype, device=ref.device)
+        self.kw: dict[str, Any] = {"dtype": ref.dtype, "device": ref.device}
+        k = torch.arange(1, r + 1, **self.kw)
         self.k2 = torch.cat([k, k])
         self.phase = torch.cat([torch.full_like(k, math.pi / 2), torch.zeros_like(k)])
-        kk = torch.cat([-k, k])  # d/dx [cos kx, sin kx] = [-k sin kx, k cos kx] = roll(features) * kk
-        self.tiny = torch.finfo(ref.dtype).eps ** 2
-        self.inputs: list[Tensor] = []
-        self.feats: list[Tensor] = []
-        if self.readout == "born":
-            wt = self.wt
-            assert wt is not None
-            nf = wt.shape[0] - (wt.shape[0] // (2 * r + 1) if self.has_base else 0)
-            self.nf = nf
-            self.wt_feat_k = (wt[:nf].view(-1, 2 * r, wt.shape[1]) * kk[:, None]).reshape(nf, -1).t()
-            self.wt_base_t = wt[nf:].t() if self.has_base else None
-        else:
-            assert self.c0 is not None and self.ct is not None
-            # ta = (1 + z) / 2 straight from the batched product: fold the affine map into the coefficients
-            self.ta0 = 0.5 + 0.5 * self.c0
-            self.ta_ct = 0.5 * self.ct
-            self.ct_k_t = (self.ct * kk[:, None]).transpose(1, 2)  # [n, O, 2r]
-            self.a_buf: Tensor | None = None  # sqrt((1 + z)/2) for all steps, [L, n, B, O]
-            self.b_buf: Tensor | None = None
-            self.dz_buf: Tensor | None = None  # [n, L, B, O]
-            self.steps = 0
+        self.kk = torch.cat([-k, k])
+        self.length, self.batch = length, batch
+        self.slope: Tensor | None = None
+        self.x_all: Tensor | None = None
 
-    def features(self, x: Tensor) -> Tensor:  # [..., n] -> [..., n, 2r] = [cos kx, sin kx]
-        return torch.addcmul(self.phase, x.unsqueeze(-1), self.k2).sin_()
+    def _dweights(self, w: Tensor) -> Tensor:
+        """w [n, 2r, O] -> weights of d features / dx, expressed in the features: swap halves, times k."""
+        return (w * self.kk[:, None]).roll(self.reps, dims=1)
 
-    def start(self, length: int, batch: int) -> None:
-        if self.readout == "fast":
-            assert self.ct is not None
-            n, o = self.ct.shape[0], self.ct.shape[2]
-            self.a_buf = self.ct.new_empty(length, n, batch, o)
-            self.b_buf = self.ct.new_empty(length, n, batch, o)
-            # scratch reused every step: fresh 256 KB tensors per step cost page faults on CPU
-            self.ta_s = self.ct.new_empty(n, batch, o)
-            self.g_s = self.ct.new_empty(n, batch, o)
-            self.steps = 0
+    def forward(self, t: int, x: Tensor, add: Tensor | None, out: Tensor) -> None:
+        """x [B, n] -> out [B, O] (= Q(x) + add), keeping what the backward needs."""
+        raise NotImplementedError
 
-    def forward(self, x: Tensor, add: Tensor | None) -> Tensor:
-        """x [B, n] -> y [B, O] (+ add); keeps what the backward needs."""
-        self.inputs.append(x)
-        if self.readout == "born":
-            wt = self.wt
-            assert wt is not None
-            feats = self.features(x)  # [B, n, 2r]
-            self.feats.append(feats)
-            flat = feats.view(x.shape[0], -1)
-            y = flat @ wt[: self.nf] if add is None else torch.addmm(add, flat, wt[: self.nf])
-            if self.has_base:
-                y = y.addmm_(torch.nn.functional.silu(x), wt[self.nf :])
-            return y
-        feats = self.features(x.t())  # [n, B, 2r]
-        self.feats.append(feats)
-        assert self.a_buf is not None and self.b_buf is not None
-        ta = torch.baddbmm(self.ta0, feats, self.ta_ct, out=self.ta_s)  # (1 + z) / 2, [n, B, O]
-        a = torch.clamp_min(ta, self.tiny, out=self.a_buf[self.steps]).sqrt_()
-        b = torch.clamp_min(ta.neg_().add_(1), self.tiny, out=self.b_buf[self.steps]).sqrt_()
-        self.steps += 1
-        g = torch.sub(a, b, out=self.g_s)
-        y = (g.mul_(self.pw) if self.pw is not None else g).sum(0)
-        if self.has_base:
-            y = y.addmm_(torch.nn.functional.silu(x), self.bwt)  # type: ignore[arg-type]
-        return y if add is None else y.add_(add)
-
-    def prepare_backward(self) -> None:
+    def prepare_backward(self, x_all: Tensor) -> None:
         """Derivatives that do not depend on the incoming gradient, for all steps at once (cached, so
-        a graph kept with retain_graph=True can be differentiated again)."""
-        if hasattr(self, "x_all"):
-            return
-        r = self.reps
-        self.x_all = torch.stack(self.inputs)  # [L, B, n]
-        self.slope = _silu_slope(self.x_all) if self.has_base else None
-        feats = torch.stack(self.feats)
-        self.feats_all = feats
-        self.dfeats = feats.roll(r, dims=-1)  # times kk (folded into the weights) = d features / dx
-        if self.readout == "fast":
-            a, b = self.a_buf, self.b_buf
-            assert a is not None and b is not None
-            self.g_all = (a - b) if self.pw is not None else None
-            self.gp = fast_readout_slope(a, b, inplace=True)  # d g / d z, [L, n, B, O]
-            self.a_buf = self.b_buf = None
-            self.dz_buf = torch.empty_like(self.gp).transpose(0, 1)  # [n, L, B, O]
+        a graph kept with retain_graph=True can be differentiated again). x_all [L, B, n]."""
+        if self.x_all is None:
+            self.x_all = x_all
+            self.slope = _silu_slope(x_all) if self.has_base else None
 
     def backward(self, t: int, dy: Tensor) -> Tensor:
-        """dy [B, O] at step t -> dx [B, n]; accumulates the per-step parameter gradients."""
-        if self.readout == "born":
-            feats = self.dfeats[t]
-            bsz, n = feats.shape[0], feats.shape[1]
-            dfeat = (dy @ self.wt_feat_k).view(bsz * n, 1, -1)  # k-scaled d features
-            dx = torch.bmm(dfeat, feats.reshape(bsz * n, -1, 1)).view(bsz, n)
-        else:
-            assert self.dz_buf is not None
-            dz = torch.mul(self.gp[t], dy if self.pw is None else dy * self.pw, out=self.dz_buf[:, t])
-            dx = torch.bmm(dz, self.ct_k_t).mul_(self.dfeats[t]).sum(-1).t()
-        if self.slope is not None:
-            w = self.wt_base_t if self.readout == "born" else self.bwt.t()  # type: ignore[union-attr]
-            dx = torch.addcmul(dx, dy @ w, self.slope[t])  # type: ignore[operator, arg-type]
-        return dx
+        """dy [B, O] at step t -> dx [B, n]."""
+        raise NotImplementedError
 
     def param_grads(self, dy_all: Tensor) -> list[Tensor | None]:
         """dy_all [L, B, O] -> gradients for (wt, c0, ct, bwt, pw)."""
+        raise NotImplementedError
+
+
+class _BornBlock(_Block):
+    """y = [features, silu(x)] @ wt: one matrix product per step."""
+
+    def __init__(self, spec: BlockSpec, ts: list[Tensor | None], length: int, batch: int) -> None:
+        super().__init__(spec, ts, length, batch)
+        r, wt = self.reps, self.wt
+        assert wt is not None
+        self.n = n = wt.shape[0] // (2 * r + 1) if self.has_base else wt.shape[0] // (2 * r)
+        self.nf = nf = n * 2 * r
+        # [features, silu(x)] of every step with the batch last, [L, n 2r (+ n), B] (element-wise ops
+        # run on contiguous rows): the product's input and, after the loop, the weight gradient
+        self.feats = torch.empty(length, wt.shape[0], batch, **self.kw)
+        dw = self._dweights(wt[:nf].reshape(n, 2 * r, -1)).reshape(nf, -1)
+        self.dw = torch.cat([dw, wt[nf:]]) if self.has_base else dw  # [n 2r (+ n), O]
+
+    def forward(self, t: int, x: Tensor, add: Tensor | None, out: Tensor) -> None:
+        assert self.wt is not None
+        cols = self.feats[t]  # [n 2r (+ n), B]
+        feats = cols[: self.nf].view(self.n, 2 * self.reps, x.shape[0])
+        torch.addcmul(self.phase[:, None], x.t().unsqueeze(1), self.k2[:, None], out=feats).sin_()
+        if self.has_base:
+            _silu(x.t(), out=cols[self.nf :])
+        if add is None:
+            torch.mm(cols.t(), self.wt, out=out)
+        else:
+            torch.addmm(add, cols.t(), self.wt, out=out)
+
+    def prepare_backward(self, x_all: Tensor) -> None:
+        super().prepare_backward(x_all)
+        if self.slope is not None:
+            self.slope_t = self.slope.transpose(1, 2).contiguous()  # [L, n, B]
+
+    def backward(self, t: int, dy: Tensor) -> Tensor:
+        dcols = torch.mm(self.dw, dy.t())  # [n 2r (+ n), B]
+        n, r2 = self.n, 2 * self.reps
+        feats = self.feats[t, : self.nf].view(n, r2, -1)
+        dx = torch.linalg.vecdot(dcols[: self.nf].view(n, r2, -1), feats, dim=1)  # [n, B]
+        if self.slope is not None:
+            dx.addcmul_(dcols[self.nf :], self.slope_t[t])
+        return dx.t()
+
+    def param_grads(self, dy_all: Tensor) -> list[Tensor | None]:
+        return [torch.bmm(self.feats, dy_all).sum(0), None, None, None, None]
+
+
+class _FastBlock(_Block):
+    """g = a - b, a = sqrt((1 + z)/2), b = sqrt((1 - z)/2), summed over the inputs (times pw).
+
+    Per step: one batched product gives ((1 + z)/2, (1 - z)/2) side by side, [n, B, 2O]; one clamp and
+    one rsqrt give (1/a, 1/b), a multiply gives (a, b) (rsqrt and a multiply cost less than sqrt, and
+    1/a + 1/b = 4 dg/dz comes for free); the sum over inputs, the sign of b and the base term are one
+    matrix product [sum_i a, sum_i b, silu(x)] @ [[I], [-I], [bw]]. Only 4 dg/dz is kept per step.
+    """
+
+    def __init__(self, spec: BlockSpec, ts: list[Tensor | None], length: int, batch: int) -> None:
+        super().__init__(spec, ts, length, batch)
+        r, ct, c0, kw = self.reps, self.ct, self.c0, self.kw
+        assert ct is not None and c0 is not None
+        self.n, self.o = n, o = ct.shape[0], ct.shape[2]
+        # [cos kx, sin kx, 1] @ w_ab = ((1 + z)/2, (1 - z)/2), [n, 2r + 1, 2O]
+        w_z = torch.cat([0.5 * ct, -0.5 * ct], dim=-1)
+        w_1 = torch.cat([0.5 + 0.5 * c0, 0.5 - 0.5 * c0], dim=-1)
+        self.w_ab = torch.cat([w_z, w_1], dim=1)
+        eye = torch.eye(o, **kw)
+        self.combine = torch.cat([eye, -eye] if self.bwt is None else [eye, -eye, self.bwt])  # [2O (+ n), O]
+        self.pw2 = None if self.pw is None else torch.cat([self.pw, self.pw], dim=-1)  # [n, 1, 2O]
+        eps = torch.finfo(ct.dtype).eps
+        self.tiny = eps**2  # floor inside the roots
+        self.cap = 1 / math.sqrt(eps)  # bound on 1/a and 1/b, as in fast_readout_slope
+        # [cos kx, sin kx, 1] with the batch last, [L, n, 2r + 1, B]: sin runs on contiguous rows
+        self.feats = torch.empty(length, n, 2 * r + 1, batch, **kw)
+        self.feats[:, :, 2 * r] = 1.0
+        self.sums = torch.empty(length, batch, 2 * o + (n if self.has_base else 0), **kw)
+        self.gp4 = torch.empty(length, n, batch, o, **kw)  # 4 dg/dz = 1/a + 1/b
+        self.g_all = torch.empty(length, n, batch, o, **kw) if self.pw is not None else None
+        # per-step scratch, reused: fresh 0.5 MB tensors every step cost page faults on CPU
+        self.ab = torch.empty(n, batch, 2 * o, **kw)
+        self.inv = torch.empty(n, batch, 2 * o, **kw)
+        self.dw_sum: Tensor | None = None  # sum over steps of [features, 1]^T 4 dL/dz, [n, 2r + 1, O]
+
+    def forward(self, t: int, x: Tensor, add: Tensor | None, out: Tensor) -> None:
+        r2, o = 2 * self.reps, self.o
+        feats = self.feats[t]  # [n, 2r + 1, B]
+        torch.addcmul(self.phase[:, None], x.t().unsqueeze(1), self.k2[:, None], out=feats[:, :r2]).sin_()
+        ab = torch.bmm(feats.transpose(1, 2), self.w_ab, out=self.ab)  # ((1 + z)/2, (1 - z)/2)
+        inv = torch.rsqrt(ab.clamp_min_(self.tiny), out=self.inv)  # (1/a, 1/b)
+        ab.mul_(inv)  # (a, b)
+        if self.pw2 is not None and self.g_all is not None:
+            torch.sub(ab[..., :o], ab[..., o:], out=self.g_all[t])
+            ab.mul_(self.pw2)
+        inv.clamp_max_(self.cap)
+        torch.add(inv[..., :o], inv[..., o:], out=self.gp4[t])
+        sums = self.sums[t]
+        torch.sum(ab, 0, out=sums[:, : 2 * o])
+        if self.has_base:
+            _silu(x, out=sums[:, 2 * o :])
+        if add is None:
+            torch.mm(sums, self.combine, out=out)
+        else:
+            torch.addmm(add, sums, self.combine, out=out)
+
+    def prepare_backward(self, x_all: Tensor) -> None:
+        super().prepare_backward(x_all)
+        self.dw_sum = None
+        if hasattr(self, "dw"):
+            return
+        assert self.ct is not None
+        # d features / dx as a product with the features, with the 1/4 of dg/dz
+        self.dw = 0.25 * self._dweights(self.ct)  # [n, 2r, O]
+        self.bw_t = None if self.bwt is None else self.bwt.t().contiguous()  # [O, n]
+        self.dz = torch.empty_like(self.gp4[0])  # per-step scratch
+        self.dfeat = self.dz.new_empty(self.n, 2 * self.reps, self.batch)
+
+    def backward(self, t: int, dy: Tensor) -> Tensor:
+        dz = torch.mul(self.gp4[t], dy, out=self.dz)  # 4 dL/dz [n, B, O]
+        if self.pw is not None:
+            dz.mul_(self.pw)
+        feats = self.feats[t]
+        if self.dw_sum is None:
+            self.dw_sum = torch.bmm(feats, dz)
+        else:
+            self.dw_sum.baddbmm_(feats, dz)
+        # [n, 2r, B] = dw @ dz^T is 4x faster than dz @ dw^T (a narrow output)
+        dfeat = torch.bmm(self.dw, dz.transpose(1, 2), out=self.dfeat)
+        dx = torch.linalg.vecdot(dfeat, feats[:, : 2 * self.reps], dim=1).t()
+        if self.slope is not None and self.bw_t is not None:
+            dx = dx.addcmul(dy @ self.bw_t, self.slope[t])
+        return dx
+
+    def param_grads(self, dy_all: Tensor) -> list[Tensor | None]:
         dy = dy_all.reshape(-1, dy_all.shape[-1])
-        silu = torch.nn.functional.silu(self.x_all).reshape(dy.shape[0], -1) if self.has_base else None
-        if self.readout == "born":
-            flat = self.feats_all.reshape(dy.shape[0], -1)
-            gw = flat.t() @ dy
-            if silu is not None:
-                gw = torch.cat([gw, silu.t() @ dy])
-            return [gw, None, None, None, None]
-        dbw = None if silu is None else silu.t() @ dy
-        dz = self.dz_buf
-        assert dz is not None and self.ct is not None
-        n, length, bsz, o = dz.shape
-        dz = dz.reshape(n, length * bsz, o)
-        dc0 = dz.sum(1, keepdim=True)
-        feats = self.feats_all.transpose(0, 1).reshape(n, length * bsz, -1)  # [n, L B, 2r]
-        dct = torch.bmm(feats.transpose(1, 2), dz)
+        dbw = None
+        if self.has_base:
+            dbw = self.sums[..., 2 * self.o :].reshape(dy.shape[0], self.n).t() @ dy
+        assert self.dw_sum is not None
+        dw = 0.25 * self.dw_sum
+        dct, dc0 = dw[:, : 2 * self.reps], dw[:, 2 * self.reps :]
         dpw = None
         if self.g_all is not None:
             dpw = torch.einsum("lnbo,lbo->no", self.g_all, dy_all).unsqueeze(1)
@@ -204,76 +266,87 @@ class FusedScan(torch.autograd.Function):
         dec_t: Tensor | None,
         dec_b: Tensor | None,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        block = _Block(spec, [wt, cc0, ct, bwt, pw])
-        block.start(pre.shape[1], pre.shape[0])
+        n, length = pre.shape[0], pre.shape[1]
         d = h0.shape[-1]
-        h, c = h0, c0
-        hs, cs, ss, ggs, tcs, lats = [h0], [c0], [], [], [], []
-        for t in range(pre.shape[1]):
+        cls = _BornBlock if spec.readout == "born" else _FastBlock
+        block = cls(spec, [wt, cc0, ct, bwt, pw], length, n)
+        kw: dict[str, Any] = {"dtype": pre.dtype, "device": pre.device}
+        hs = torch.empty(length + 1, n, d, **kw)  # h_0 .. h_L
+        cs = torch.empty(length + 1, n, d, **kw)
+        s = torch.empty(length, n, 4 * d, **kw)  # gates, then sigmoid(gates) in place
+        gg = torch.empty(length, n, d, **kw)  # tanh of the g gate
+        tc = torch.empty(length, n, d, **kw)  # tanh(c_t)
+        hs[0], cs[0] = h0, c0
+        lat = x_in = None
+        if enc_t is not None:
+            assert dec_t is not None
+            x_in = torch.empty(length, n, enc_t.shape[1], **kw)  # block inputs pre_t + E h
+            lat = torch.empty(length, n, dec_t.shape[0], **kw)  # block outputs
+        for t in range(length):
+            h, st = hs[t], s[t]
             if enc_t is None:  # QKAN-LSTM
-                gates = block.forward(h, pre[:, t])
+                block.forward(t, h, pre[:, t], out=st)
             else:  # HQKAN-LSTM
-                lat = block.forward(torch.addmm(pre[:, t], h, enc_t), None)
-                lats.append(lat)
-                assert dec_t is not None
-                gates = lat @ dec_t if dec_b is None else torch.addmm(dec_b, lat, dec_t)
-            s = torch.sigmoid(gates)
-            gg = torch.tanh(gates[:, 2 * d : 3 * d])
-            c = torch.addcmul(s[:, d : 2 * d] * c, s[:, :d], gg)
-            tc = torch.tanh(c)
-            h = s[:, 3 * d :] * tc
-            hs.append(h)
-            cs.append(c)
-            ss.append(s)
-            ggs.append(gg)
-            tcs.append(tc)
-        ctx.block, ctx.saved = block, (hs, cs, ss, ggs, tcs, lats)
+                assert x_in is not None and lat is not None and dec_t is not None
+                block.forward(t, torch.addmm(pre[:, t], h, enc_t, out=x_in[t]), None, out=lat[t])
+                if dec_b is None:
+                    torch.mm(lat[t], dec_t, out=st)
+                else:
+                    torch.addmm(dec_b, lat[t], dec_t, out=st)
+            torch.tanh(st[:, 2 * d : 3 * d], out=gg[t])
+            st.sigmoid_()
+            torch.mul(st[:, d : 2 * d], cs[t], out=cs[t + 1]).addcmul_(st[:, :d], gg[t])
+            torch.tanh(cs[t + 1], out=tc[t])
+            torch.mul(st[:, 3 * d :], tc[t], out=hs[t + 1])
+        ctx.block, ctx.saved = block, (hs, cs, s, gg, tc, x_in, lat)
         ctx.enc_t, ctx.dec_t, ctx.has_dec_b = enc_t, dec_t, dec_b is not None
-        return torch.stack(hs[1:], dim=1), h, c
+        return hs[1:].transpose(0, 1).contiguous(), hs[length].clone(), cs[length].clone()
 
     @staticmethod
     def backward(ctx: Any, dout: Tensor, dh_n: Tensor, dc_n: Tensor) -> tuple[Tensor | None, ...]:
         block: _Block = ctx.block
         enc_t, dec_t = ctx.enc_t, ctx.dec_t
-        hs, cs, ss, ggs, tcs, lats = ctx.saved
-        length = len(ss)
-        s, gg, tc = torch.stack(ss), torch.stack(ggs), torch.stack(tcs)  # [L, N, 4D], [L, N, D]
-        c_prev = torch.stack(cs[:-1])
-        n, d = gg.shape[1], gg.shape[2]
+        hs, cs, s, gg, tc, x_in, lat = ctx.saved
+        length, n, d = gg.shape
         # d gates = [dc, dc, dc, dh] * m,  m = [g, c_{t-1}, i, tanh c] * activation slopes
-        dact = s * (1 - s)
-        dact[..., 2 * d : 3 * d] = 1 - gg * gg
-        m = torch.cat([gg, c_prev, s[..., :d], tc], dim=-1).mul_(dact).view(length, n, 4, d)
-        otc = s[..., 3 * d :] * (1 - tc * tc)  # dc += dh * o (1 - tanh^2 c)
-        forget = s[..., d : 2 * d]
-        block.prepare_backward()
-        dgates = torch.empty_like(s).view(length, n, 4, d)
-        dy_block = dgates if enc_t is None else torch.empty(length, n, dec_t.shape[0], dtype=s.dtype)
-        d_in = torch.empty(length, n, block.x_all.shape[-1], dtype=s.dtype) if enc_t is not None else None
-        dh, dc = dh_n, dc_n
+        sv = s.view(length, n, 4, d)
+        dsig = torch.addcmul(sv, sv, sv, value=-1)  # sigmoid' = s (1 - s)
+        m = torch.empty_like(sv)
+        torch.mul(gg, dsig[:, :, 0], out=m[:, :, 0])
+        torch.mul(cs[:-1], dsig[:, :, 1], out=m[:, :, 1])
+        torch.mul(sv[:, :, 0], 1 - gg * gg, out=m[:, :, 2])
+        torch.mul(tc, dsig[:, :, 3], out=m[:, :, 3])
+        otc = sv[:, :, 3] * (1 - tc * tc)  # dc += dh * o (1 - tanh^2 c)
+        forget = sv[:, :, 1]
+        block.prepare_backward(hs[:-1] if x_in is None else x_in)
+        dgates = torch.empty_like(m)
+        d_in: list[Tensor] = []
+        dlat = None if dec_t is None else s.new_empty(length, n, dec_t.shape[0])
+        # with out[:, -1] alone in the loss, the other steps' dout are zeros: skip adding them
+        dense_dout = length > 1 and bool(dout[:, :-1].any())
+        dh, dc = dh_n + dout[:, -1], dc_n
         for t in range(length - 1, -1, -1):
-            dh = dh + dout[:, t]
+            if dense_dout and t < length - 1:
+                dh = dh + dout[:, t]
             dc = torch.addcmul(dc, dh, otc[t])
             torch.mul(dc.unsqueeze(1), m[t, :, :3], out=dgates[t, :, :3])
             torch.mul(dh, m[t, :, 3], out=dgates[t, :, 3])
             dc = dc * forget[t]
             dg = dgates[t].view(n, 4 * d)
-            if enc_t is None:
+            if dlat is None:
                 dh = block.backward(t, dg)
             else:
-                dlat = torch.mm(dg, dec_t.t(), out=dy_block[t])
-                de = block.backward(t, dlat)
-                d_in[t] = de  # type: ignore[index]
+                de = block.backward(t, torch.mm(dg, dec_t.t(), out=dlat[t]))
+                d_in.append(de)
                 dh = de @ enc_t.t()
         dg_all = dgates.view(length, n, 4 * d)
-        grads = block.param_grads(dy_block.view(length, n, -1))
-        if enc_t is None:
+        grads = block.param_grads(dg_all if dlat is None else dlat)
+        if dlat is None:
             return (None, dg_all.transpose(0, 1), dh, dc, *grads, None, None, None)
-        assert d_in is not None
-        h_prev = torch.stack(hs[:-1]).reshape(length * n, d)
-        lat = torch.stack(lats).reshape(length * n, -1)
+        assert x_in is not None and lat is not None
+        d_x = torch.stack(d_in[::-1])  # [L, N, a]
         dg_flat = dg_all.reshape(length * n, 4 * d)
-        d_enc = h_prev.t() @ d_in.reshape(length * n, -1)
-        d_dec = lat.t() @ dg_flat
+        d_enc = hs[:-1].reshape(length * n, d).t() @ d_x.reshape(length * n, -1)
+        d_dec = lat.reshape(length * n, -1).t() @ dg_flat
         d_dec_b = dg_flat.sum(0) if ctx.has_dec_b else None
-        return (None, d_in.transpose(0, 1), dh, dc, *grads, d_enc, d_dec, d_dec_b)
+        return (None, d_x.transpose(0, 1), dh, dc, *grads, d_enc, d_dec, d_dec_b)
