@@ -75,6 +75,7 @@ class _Block:
         k = torch.arange(1, r + 1, **self.kw)
         self.k2 = torch.cat([k, k])
         self.phase = torch.cat([torch.full_like(k, math.pi / 2), torch.zeros_like(k)])
+        self.k2_col, self.phase_col = self.k2[:, None], self.phase[:, None]  # for [n, 2r, B] features
         self.kk = torch.cat([-k, k])
         self.length, self.batch = length, batch
         self.slope: Tensor | None = None
@@ -116,34 +117,35 @@ class _BornBlock(_Block):
         # [features, silu(x)] of every step with the batch last, [L, n 2r (+ n), B] (element-wise ops
         # run on contiguous rows): the product's input and, after the loop, the weight gradient
         self.feats = torch.empty(length, wt.shape[0], batch, **self.kw)
+        # per-step views made once
+        self.trig_ = self.feats[:, :nf].view(length, n, 2 * r, batch).unbind()
+        self.silu_ = self.feats[:, nf:].unbind()
+        self.rows_ = self.feats.transpose(1, 2).unbind()  # [B, n 2r (+ n)]
         dw = self._dweights(wt[:nf].reshape(n, 2 * r, -1)).reshape(nf, -1)
         self.dw = torch.cat([dw, wt[nf:]]) if self.has_base else dw  # [n 2r (+ n), O]
 
     def forward(self, t: int, x: Tensor, add: Tensor | None, out: Tensor) -> None:
         assert self.wt is not None
-        cols = self.feats[t]  # [n 2r (+ n), B]
-        feats = cols[: self.nf].view(self.n, 2 * self.reps, x.shape[0])
-        torch.addcmul(self.phase[:, None], x.t().unsqueeze(1), self.k2[:, None], out=feats).sin_()
+        xt = x.t()
+        torch.addcmul(self.phase_col, xt.unsqueeze(1), self.k2_col, out=self.trig_[t]).sin_()
         if self.has_base:
-            _silu(x.t(), out=cols[self.nf :])
+            _silu(xt, out=self.silu_[t])
         if add is None:
-            torch.mm(cols.t(), self.wt, out=out)
+            torch.mm(self.rows_[t], self.wt, out=out)
         else:
-            torch.addmm(add, cols.t(), self.wt, out=out)
+            torch.addmm(add, self.rows_[t], self.wt, out=out)
 
     def prepare_backward(self, x_all: Tensor) -> None:
         super().prepare_backward(x_all)
         if self.slope is not None:
-            self.slope_t = self.slope.transpose(1, 2).contiguous()  # [L, n, B]
+            self.slope_t_ = self.slope.transpose(1, 2).contiguous().unbind()  # [n, B] per step
 
     def backward(self, t: int, dy: Tensor) -> Tensor:
         dcols = torch.mm(self.dw, dy.t())  # [n 2r (+ n), B]
-        n, r2 = self.n, 2 * self.reps
-        feats = self.feats[t, : self.nf].view(n, r2, -1)
-        dx = torch.linalg.vecdot(dcols[: self.nf].view(n, r2, -1), feats, dim=1)  # [n, B]
+        dx = torch.linalg.vecdot(dcols[: self.nf].view(self.n, 2 * self.reps, -1), self.trig_[t], dim=1)
         if self.slope is not None:
-            dx.addcmul_(dcols[self.nf :], self.slope_t[t])
-        return dx.t()
+            dx.addcmul_(dcols[self.nf :], self.slope_t_[t])
+        return dx.t()  # [B, n]
 
     def param_grads(self, dy_all: Tensor) -> list[Tensor | None]:
         return [torch.bmm(self.feats, dy_all).sum(0), None, None, None, None]
@@ -182,28 +184,32 @@ class _FastBlock(_Block):
         # per-step scratch, reused: fresh 0.5 MB tensors every step cost page faults on CPU
         self.ab = torch.empty(n, batch, 2 * o, **kw)
         self.inv = torch.empty(n, batch, 2 * o, **kw)
+        # per-step views made once
+        self.feats_, self.trig_ = self.feats.unbind(), self.feats[:, :, : 2 * r].unbind()
+        self.feats_t_ = self.feats.transpose(2, 3).unbind()  # [n, B, 2r + 1]
+        self.sums_, self.gp4_ = self.sums.unbind(), self.gp4.unbind()
+        self.ab_sums_, self.silu_ = self.sums[..., : 2 * o].unbind(), self.sums[..., 2 * o :].unbind()
+        self.a, self.b = self.ab[..., :o], self.ab[..., o:]
+        self.inv_a, self.inv_b = self.inv[..., :o], self.inv[..., o:]
         self.dw_sum: Tensor | None = None  # sum over steps of [features, 1]^T 4 dL/dz, [n, 2r + 1, O]
 
     def forward(self, t: int, x: Tensor, add: Tensor | None, out: Tensor) -> None:
-        r2, o = 2 * self.reps, self.o
-        feats = self.feats[t]  # [n, 2r + 1, B]
-        torch.addcmul(self.phase[:, None], x.t().unsqueeze(1), self.k2[:, None], out=feats[:, :r2]).sin_()
-        ab = torch.bmm(feats.transpose(1, 2), self.w_ab, out=self.ab)  # ((1 + z)/2, (1 - z)/2)
+        torch.addcmul(self.phase_col, x.t().unsqueeze(1), self.k2_col, out=self.trig_[t]).sin_()
+        ab = torch.bmm(self.feats_t_[t], self.w_ab, out=self.ab)  # ((1 + z)/2, (1 - z)/2)
         inv = torch.rsqrt(ab.clamp_min_(self.tiny), out=self.inv)  # (1/a, 1/b)
         ab.mul_(inv)  # (a, b)
         if self.pw2 is not None and self.g_all is not None:
-            torch.sub(ab[..., :o], ab[..., o:], out=self.g_all[t])
+            torch.sub(self.a, self.b, out=self.g_all[t])
             ab.mul_(self.pw2)
         inv.clamp_max_(self.cap)
-        torch.add(inv[..., :o], inv[..., o:], out=self.gp4[t])
-        sums = self.sums[t]
-        torch.sum(ab, 0, out=sums[:, : 2 * o])
+        torch.add(self.inv_a, self.inv_b, out=self.gp4_[t])
+        torch.sum(ab, 0, out=self.ab_sums_[t])
         if self.has_base:
-            _silu(x, out=sums[:, 2 * o :])
+            _silu(x, out=self.silu_[t])
         if add is None:
-            torch.mm(sums, self.combine, out=out)
+            torch.mm(self.sums_[t], self.combine, out=out)
         else:
-            torch.addmm(add, sums, self.combine, out=out)
+            torch.addmm(add, self.sums_[t], self.combine, out=out)
 
     def prepare_backward(self, x_all: Tensor) -> None:
         super().prepare_backward(x_all)
@@ -218,17 +224,16 @@ class _FastBlock(_Block):
         self.dfeat = self.dz.new_empty(self.n, 2 * self.reps, self.batch)
 
     def backward(self, t: int, dy: Tensor) -> Tensor:
-        dz = torch.mul(self.gp4[t], dy, out=self.dz)  # 4 dL/dz [n, B, O]
+        dz = torch.mul(self.gp4_[t], dy, out=self.dz)  # 4 dL/dz [n, B, O]
         if self.pw is not None:
             dz.mul_(self.pw)
-        feats = self.feats[t]
         if self.dw_sum is None:
-            self.dw_sum = torch.bmm(feats, dz)
+            self.dw_sum = torch.bmm(self.feats_[t], dz)
         else:
-            self.dw_sum.baddbmm_(feats, dz)
+            self.dw_sum.baddbmm_(self.feats_[t], dz)
         # [n, 2r, B] = dw @ dz^T is 4x faster than dz @ dw^T (a narrow output)
         dfeat = torch.bmm(self.dw, dz.transpose(1, 2), out=self.dfeat)
-        dx = torch.linalg.vecdot(dfeat, feats[:, : 2 * self.reps], dim=1).t()
+        dx = torch.linalg.vecdot(dfeat, self.trig_[t], dim=1).t()
         if self.slope is not None and self.bw_t is not None:
             dx = dx.addcmul(dy @ self.bw_t, self.slope[t])
         return dx
@@ -282,22 +287,25 @@ class FusedScan(torch.autograd.Function):
             assert dec_t is not None
             x_in = torch.empty(length, n, enc_t.shape[1], **kw)  # block inputs pre_t + E h
             lat = torch.empty(length, n, dec_t.shape[0], **kw)  # block outputs
+        # per-step views made once (unbind), not sliced anew in every step
+        h_, c_, s_, pre_ = hs.unbind(), cs.unbind(), s.unbind(), pre.unbind(1)
+        gg_, tc_ = gg.unbind(), tc.unbind()
+        i_, f_, g_, o_ = (s[..., k * d : (k + 1) * d].unbind() for k in range(4))
         for t in range(length):
-            h, st = hs[t], s[t]
             if enc_t is None:  # QKAN-LSTM
-                block.forward(t, h, pre[:, t], out=st)
+                block.forward(t, h_[t], pre_[t], out=s_[t])
             else:  # HQKAN-LSTM
                 assert x_in is not None and lat is not None and dec_t is not None
-                block.forward(t, torch.addmm(pre[:, t], h, enc_t, out=x_in[t]), None, out=lat[t])
+                block.forward(t, torch.addmm(pre_[t], h_[t], enc_t, out=x_in[t]), None, out=lat[t])
                 if dec_b is None:
-                    torch.mm(lat[t], dec_t, out=st)
+                    torch.mm(lat[t], dec_t, out=s_[t])
                 else:
-                    torch.addmm(dec_b, lat[t], dec_t, out=st)
-            torch.tanh(st[:, 2 * d : 3 * d], out=gg[t])
-            st.sigmoid_()
-            torch.mul(st[:, d : 2 * d], cs[t], out=cs[t + 1]).addcmul_(st[:, :d], gg[t])
-            torch.tanh(cs[t + 1], out=tc[t])
-            torch.mul(st[:, 3 * d :], tc[t], out=hs[t + 1])
+                    torch.addmm(dec_b, lat[t], dec_t, out=s_[t])
+            torch.tanh(g_[t], out=gg_[t])
+            s_[t].sigmoid_()
+            torch.mul(f_[t], c_[t], out=c_[t + 1]).addcmul_(i_[t], gg_[t])
+            torch.tanh(c_[t + 1], out=tc_[t])
+            torch.mul(o_[t], tc_[t], out=h_[t + 1])
         ctx.block, ctx.saved = block, (hs, cs, s, gg, tc, x_in, lat)
         ctx.enc_t, ctx.dec_t, ctx.has_dec_b = enc_t, dec_t, dec_b is not None
         return hs[1:].transpose(0, 1).contiguous(), hs[length].clone(), cs[length].clone()
@@ -325,20 +333,25 @@ class FusedScan(torch.autograd.Function):
         # with out[:, -1] alone in the loss, the other steps' dout are zeros: skip adding them
         dense_dout = length > 1 and bool(dout[:, :-1].any())
         dh, dc = dh_n + dout[:, -1], dc_n
+        otc_, forget_, dout_ = otc.unbind(), forget.unbind(), dout.unbind(1)
+        m3_, mo_ = m[:, :, :3].unbind(), m[:, :, 3].unbind()
+        dg3_, dgo_ = dgates[:, :, :3].unbind(), dgates[:, :, 3].unbind()
+        dg_ = dgates.view(length, n, 4 * d).unbind()
+        dec, enc = (dec_t.t(), enc_t.t()) if dec_t is not None else (None, None)
         for t in range(length - 1, -1, -1):
             if dense_dout and t < length - 1:
-                dh = dh + dout[:, t]
-            dc = torch.addcmul(dc, dh, otc[t])
-            torch.mul(dc.unsqueeze(1), m[t, :, :3], out=dgates[t, :, :3])
-            torch.mul(dh, m[t, :, 3], out=dgates[t, :, 3])
-            dc = dc * forget[t]
-            dg = dgates[t].view(n, 4 * d)
+                dh = dh + dout_[t]
+            dc = torch.addcmul(dc, dh, otc_[t])
+            torch.mul(dc.unsqueeze(1), m3_[t], out=dg3_[t])
+            torch.mul(dh, mo_[t], out=dgo_[t])
+            dc = dc * forget_[t]
             if dlat is None:
-                dh = block.backward(t, dg)
+                dh = block.backward(t, dg_[t])
             else:
-                de = block.backward(t, torch.mm(dg, dec_t.t(), out=dlat[t]))
+                assert dec is not None and enc is not None
+                de = block.backward(t, torch.mm(dg_[t], dec, out=dlat[t]))
                 d_in.append(de)
-                dh = de @ enc_t.t()
+                dh = de @ enc
         dg_all = dgates.view(length, n, 4 * d)
         grads = block.param_grads(dg_all if dlat is None else dlat)
         if dlat is None:
