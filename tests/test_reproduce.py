@@ -23,7 +23,8 @@ def reproduce():
 def test_quick_run_writes_the_tables(reproduce, tmp_path):
     out = tmp_path / "results"
     rc = reproduce.main(["--quick", "--datasets", "damped_shm,milan_internet_w4,milan_hourly_h24",
-                         "--epochs", "1", "--train-cap", "64", "--max-series", "2", "--out", str(out)])
+                         "--epochs", "1", "--train-cap", "64", "--max-series", "2", "--jobs", "1",
+                         "--out", str(out)])
     assert rc == 0
     table = pd.read_csv(out / "reproduce.csv")
     for col in ("dataset", "model", "variant", "hidden_size", "reps", "readout", "params",
