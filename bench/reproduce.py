@@ -558,6 +558,13 @@ def _part(size: float | int) -> str:
     return f"last {size:.0%}" if isinstance(size, float) and size < 1 else f"last {size} steps"
 
 
+def _spread(a: pd.Series, b: pd.Series) -> str:
+    """A caveat when two means differ by less than the larger seed standard deviation."""
+    if a["seeds"] > 1 and abs(a["mse_mean"] - b["mse_mean"]) < max(a["mse_std"], b["mse_std"]):
+        return ", within the spread over seeds"
+    return ""
+
+
 def verdict(part: pd.DataFrame) -> list[str]:
     """Plain statements of who wins on test MSE (mean over seeds)."""
     def get(model: str, variant: str, readout: str = "") -> pd.Series | None:
@@ -582,12 +589,13 @@ def verdict(part: pd.DataFrame) -> list[str]:
         word = "beats" if ratio < 1 else "does not beat"
         lines.append(f"- {model} ({readout}, {variant}, {r['params']} params) {word} the LSTM "
                      f"({lstm['params']} params): test MSE {r['mse_mean']:.3g} vs {lstm['mse_mean']:.3g} "
-                     f"(ratio {ratio:.2f}).")
+                     f"(ratio {ratio:.2f}){_spread(r, lstm)}.")
     small_l, small_q = get("lstm", "~QKAN-LSTM params"), get("qkan-lstm", "<=21% of LSTM", "fast")
     if small_l is not None and small_q is not None:
         word = "beats" if small_q["mse_mean"] < small_l["mse_mean"] else "does not beat"
         lines.append(f"- At equal size, qkan-lstm (fast, {small_q['params']} params) {word} an LSTM of "
-                     f"{small_l['params']} params: {small_q['mse_mean']:.3g} vs {small_l['mse_mean']:.3g}.")
+                     f"{small_l['params']} params: {small_q['mse_mean']:.3g} vs {small_l['mse_mean']:.3g}"
+                     f"{_spread(small_q, small_l)}.")
     for name in ("naive", "seasonal-naive"):
         r = get(name, "baseline")
         if r is not None:
@@ -740,9 +748,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(jobs)} runs, {args.jobs} worker(s), {seeds} seed(s)", flush=True)
     rows: list[dict[str, Any]] = []
 
+    args.out.mkdir(parents=True, exist_ok=True)
+    partial = args.out / "reproduce_runs.csv.tmp"  # progress so far, removed at the end
+
     def done(row: dict[str, Any]) -> None:
         rows.append(row)
-        print(f"[{time.perf_counter() - started:7.1f}s] {row['dataset']:20s} {row['label']:20s} "
+        plain = [{k: v for k, v in r.items() if k != "_extra"} for r in rows]
+        pd.DataFrame(plain).to_csv(partial, index=False)
+        print(f"[{time.perf_counter() - started:7.1f}s {len(rows)}/{len(jobs)}] {row['dataset']:20s} "
+              f"{row['label']:20s} "
               f"{row['variant']:18s} seed {row['seed']} params {row['params']:5d} mse {row['mse']:.4g} "
               f"mae {row['mae']:.4g} r2 {row['r2']:.4f} train {row['train_seconds']:.1f}s", flush=True)
 
@@ -756,7 +770,7 @@ def main(argv: list[str] | None = None) -> int:
             done(run_one(*j))
     wall = time.perf_counter() - started
 
-    args.out.mkdir(parents=True, exist_ok=True)
+    partial.unlink(missing_ok=True)
     extras = [(r, r.pop("_extra")) for r in rows]
     runs = pd.DataFrame([r for r, _ in extras])
     runs = runs.sort_values(["dataset", "model", "variant", "readout", "seed"], na_position="first")
