@@ -723,6 +723,12 @@ def main(argv: list[str] | None = None) -> int:
             data = replace(data, train_cap=args.train_cap)
         datasets.append(data)
     plots = not args.no_plots
+    if plots:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print("matplotlib is not installed (pip install -e '.[plot]'): no plots", file=sys.stderr)
+            plots = False
     # the forecast plots use seed 0 of these; the activation plot one QKAN-LSTM
     show = {"lstm": "paper size", "qkan-lstm": "<=21% of LSTM", "hqkan-lstm": "<=21% of LSTM"}
     act_of = {k: "<=21% of LSTM" for k in ("damped_shm", "damped_shm_e150", "milan_internet_w64")}
