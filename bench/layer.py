@@ -1,16 +1,19 @@
 """Speed of the QKAN solvers and of one training step of each recurrent model, from one run.
 
-    python bench/layer.py [--repeats 20] [--output bench/layer_results.md]
+    python bench/layer.py [--repeats 20] [--threads 1,2] [--output bench/layer_results.md]
 
 Prints a markdown table: forward+backward time per batch (median of the repeats) and the ratio against a
-baseline measured in the same run. Layer: 9 -> 32, reps 3, batch 1024, float32, against `qkan`'s exact
-solver when that library is installed. Training step (forward, MSE, backward, Adam): lookback 64,
-batch 256, hidden 8, 1 feature, Linear head, against nn.LSTM at the same hidden size.
+baseline measured in the same run at the same thread count, one pair of columns per thread count.
+Layer: 9 -> 32, reps 3, batch 1024, float32, against `qkan`'s exact solver when that library is
+installed. Training step (forward, MSE, backward, Adam): lookback 64, batch 256, hidden 8, 1 feature,
+Linear head, against nn.LSTM at the same hidden size. On a shared machine, compare runs only at a low
+load (``uptime``): OpenMP threads that spin-wait for a busy core make 2-thread timings erratic.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
@@ -89,17 +92,27 @@ def _train_rows(repeats: int) -> list[tuple[str, float, str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--threads", default="1,2", help="comma-separated torch thread counts")
     parser.add_argument("--output", type=Path, default=None, help="also write the table to this file")
     args = parser.parse_args()
-    rows = _layer_rows(args.repeats) + _train_rows(args.repeats)
+    threads = [int(t) for t in args.threads.split(",")]
+    load = os.getloadavg()[0]
+    runs = []
+    for n in threads:
+        torch.set_num_threads(n)
+        runs.append(_layer_rows(args.repeats) + _train_rows(args.repeats))
+    head = " | ".join(f"ms, {n} thread{'s' * (n > 1)} | ratio" for n in threads)
     lines = [
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"{platform.processor() or platform.machine()}; median of {args.repeats} runs, forward + backward",
+        f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, load average {load:.2f} at the start; "
+        f"median of {args.repeats} runs, forward + backward",
         "",
-        "| case | ms | ratio |",
-        "|---|---:|---|",
-        *(f"| {name} | {ms:.2f} | {ratio} |" for name, ms, ratio in rows),
+        f"| case | {head} |",
+        "|---|" + "---:|---|" * len(threads),
     ]
+    for i, (name, _, _) in enumerate(runs[0]):
+        cells = " | ".join(f"{run[i][1]:.2f} | {run[i][2]}" for run in runs)
+        lines.append(f"| {name} | {cells} |")
     text = "\n".join(lines)
     print(text)
     if args.output is not None:
