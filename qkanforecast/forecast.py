@@ -90,7 +90,7 @@ class Predictor:
         return self.scaler.inverse_transform(scaled.astype(np.float64), uids)
 
 
-def _chunks(a: np.ndarray, size: int = 4096) -> list[np.ndarray]:
+def _chunks(a: np.ndarray, size: int = 1024) -> list[np.ndarray]:
     return [np.ascontiguousarray(a[i : i + size]) for i in range(0, len(a), size)] or [a]
 
 
