@@ -232,7 +232,7 @@ def train(
         typer.Option(help="DARUAN read-out (QKAN models).  [default: fast]", show_default=False),
     ] = None,
     epochs: Annotated[
-        int | None, typer.Option(help="Maximum epochs.  [default: 20]", show_default=False)
+        int | None, typer.Option(help="Maximum epochs.  [default: 50]", show_default=False)
     ] = None,
     batch_size: Annotated[
         int | None, typer.Option(help="Windows per batch.  [default: 128]", show_default=False)
@@ -256,7 +256,7 @@ def train(
     patience: Annotated[
         int | None,
         typer.Option(
-            help="Epochs without validation gain before stopping (0: never).  [default: 5]",
+            help="Epochs without validation gain before stopping (0: never).  [default: 8]",
             show_default=False,
         ),
     ] = None,

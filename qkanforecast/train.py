@@ -39,12 +39,12 @@ class TrainConfig:
     num_layers: int = 1
     reps: int = 3
     readout: str = "fast"
-    epochs: int = 20
+    epochs: int = 50
     batch_size: int = 128
     lr: float = 5e-3
     val_size: float = 0.1  # < 1: a fraction of each series; >= 1: a number of steps
     test_size: float = 0.0  # held out from training and validation altogether (for an honest evaluate)
-    patience: int = 5
+    patience: int = 8
     scaler: str = "standard"
     seed: int = 0
 

@@ -245,3 +245,19 @@ def test_two_trainings_of_one_name_at_once_get_their_own_versions(panel_csv, tmp
     refs = sorted(p.communicate(timeout=300)[0].strip() for p in procs)
     assert [p.returncode for p in procs] == [0, 0]
     assert refs == ["cron@v1", "cron@v2"]
+
+
+def test_train_help_shows_the_real_defaults(runner):
+    from dataclasses import fields
+
+    from qkanforecast.train import TrainConfig
+
+    text = " ".join(run(runner, "train", "-h").stdout.split())
+    for f in fields(TrainConfig):
+        if f.name in ("model", "hidden_size"):
+            continue
+        option = "--" + f.name.replace("_", "-")
+        assert option in text
+        after = text.split(option, 1)[1]
+        shown = f"{f.default:g}" if isinstance(f.default, float) else f.default
+        assert f"[default: {shown}]" in after.split(" --")[0], option
