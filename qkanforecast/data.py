@@ -30,7 +30,6 @@ import io
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -44,6 +43,7 @@ import pyarrow.parquet as pq
 
 from qkanforecast.convert import _Ctx, _from_arrow, _from_batches, _pick_columns, _to_codes
 from qkanforecast.errors import QKANForecastError
+from qkanforecast.output import atomic_file
 from qkanforecast.table import FILLS, IngestOptions, Table, freq_to_ns, ns_to_freq
 from qkanforecast.validate import canonicalise
 
@@ -189,20 +189,8 @@ def write_table(table: Table, path: str | os.PathLike[str], format: str | None =
         out.write(buf.getvalue())
         out.flush()
         return
-    target = Path(path)
-    if not target.parent.is_dir():
-        raise QKANForecastError(f"{target}: directory {target.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            _write(table, f, fmt)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as f:
+        _write(table, f, fmt)
 
 
 def _chunks(table: Table, rows: int = ROW_GROUP_ROWS) -> Iterator[pa.Table]:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import pandas as pd
 
@@ -46,13 +49,26 @@ def write_frame(frame: pd.DataFrame, path: str, fmt: str | None = None) -> None:
         _dump(frame, sys.stdout.buffer, fmt)
         sys.stdout.buffer.flush()
         return
+    with atomic_file(path) as fh:
+        _dump(frame, fh, fmt)
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """A binary file that appears at ``path`` only once everything was written (temp file + rename).
+
+    On any error, or an interrupt, the temporary file is removed and ``path`` is left as it was.
+    """
     target = Path(path)
     if not target.parent.is_dir():
         raise QKANForecastError(f"{target}: directory {target.parent} does not exist")
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            _dump(frame, fh, fmt)
+            yield fh
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
