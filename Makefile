@@ -45,10 +45,10 @@ bench: install
 	$(BIN)/python bench/layer.py
 
 reproduce: install
-	$(BIN)/python bench/reproduce.py
+	$(BIN)/python bench/reproduce.py --jobs 2
 
 reproduce-quick: install
 	$(BIN)/python bench/reproduce.py --quick
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache demo_output results
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache demo_output
