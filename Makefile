@@ -48,7 +48,7 @@ reproduce: install
 	$(BIN)/python bench/reproduce.py --jobs 2
 
 reproduce-quick: install
-	$(BIN)/python bench/reproduce.py --quick
+	$(BIN)/python bench/reproduce.py --quick --jobs 2
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache demo_output
