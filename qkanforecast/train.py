@@ -2,8 +2,8 @@
 
 One global model is fitted over every series of a table: per-series scalers fitted on the training part,
 windows as views, Adam on the MSE of the scaled targets, early stopping on the chronological validation
-part with the best weights kept. Seeded once here, at the entry point; same seed and data give bitwise
-the same weights.
+part with the best weights kept. Seeded once here, at the entry point; the same seed, data and thread count
+give bitwise the same weights.
 """
 
 from __future__ import annotations
@@ -56,6 +56,8 @@ class TrainConfig:
                 raise QKANForecastError(
                     f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}"
                 )
+        if self.readout not in ("fast", "born"):
+            raise QKANForecastError(f"unknown read-out {self.readout!r}; choose fast or born")
         if self.hidden_size is not None and self.hidden_size < 1:
             raise QKANForecastError(f"--hidden-size must be at least 1, got {self.hidden_size}")
         if not self.lr > 0:
