@@ -157,6 +157,8 @@ def fit(
 def config_from(entry: Entry, overrides: dict[str, Any]) -> TrainConfig:
     """The config of a warm start: the checkpoint's, updated by ``overrides`` that keep its architecture."""
     base = TrainConfig(**entry.manifest["training"]["config"])
+    if base.hidden_size is None:  # trained with the family's default: compare with the size it had
+        base = replace(base, hidden_size=entry.manifest["model"]["config"].get("hidden_size"))
     for key in ARCHITECTURE:
         if key in overrides and overrides[key] != getattr(base, key):
             raise QKANForecastError(
