@@ -37,7 +37,6 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from functools import cache
@@ -269,22 +268,6 @@ def all_specs(data: DataSpec) -> list[ModelSpec]:
 # running one experiment
 
 
-class EpochSample:
-    """Training windows for ``fit``: a fresh random sample of ``cap`` windows every epoch."""
-
-    def __init__(self, ds: WindowDataset, cap: int) -> None:
-        self.ds, self.cap = ds, min(cap, len(ds))
-
-    def __len__(self) -> int:
-        return self.cap
-
-    def iter_batches(self, batch_size: int, shuffle: bool = True, generator: torch.Generator | None = None,
-                     drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        idx = torch.randperm(len(self.ds), generator=generator)[: self.cap].numpy()
-        for b in range(0, len(idx), batch_size):
-            yield self.ds.batch(idx[b:b + batch_size])
-
-
 @dataclass
 class Parts:
     train: WindowDataset
@@ -380,11 +363,10 @@ def run_one(data: DataSpec, spec: ModelSpec, seed: int, max_series: int | None, 
         torch.manual_seed(seed)
         model = build_model(spec.family, input_size=1, horizon=data.horizon, **spec.kwargs)
         row["params"] = count_parameters(model)
-        train: Any = parts.train if data.train_cap is None else EpochSample(parts.train, data.train_cap)
-        row["train_windows"] = len(train)
+        row["train_windows"] = min(len(parts.train), data.train_cap or len(parts.train))
         start = time.perf_counter()
-        history = fit(model, train, parts.val, epochs=data.epochs, batch_size=data.batch_size, lr=data.lr,
-                      patience=data.patience, seed=seed)
+        history = fit(model, parts.train, parts.val, epochs=data.epochs, batch_size=data.batch_size,
+                      lr=data.lr, patience=data.patience, seed=seed, max_windows=data.train_cap)
         row["train_seconds"] = time.perf_counter() - start
         row["epochs_run"] = len(history)
         start = time.perf_counter()

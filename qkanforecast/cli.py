@@ -264,6 +264,10 @@ def train(
         ScalerKind | None, typer.Option(help="Per-series scaler.  [default: standard]", show_default=False)
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.  [default: 0]", show_default=False)] = None,
+    max_windows: Annotated[
+        int | None,
+        typer.Option(help="Train each epoch on a fresh random sample of this many windows (large panels)."),
+    ] = None,
     name: Annotated[str | None, typer.Option(help="Registry name (default: the model family).")] = None,
     from_ref: Annotated[
         str | None, typer.Option("--from", help="Warm-start from this registered model.")
@@ -298,6 +302,7 @@ def train(
             "patience": patience,
             "scaler": scaler,
             "seed": seed,
+            "max_windows": max_windows,
             "model": model,
         }.items()
         if v is not None

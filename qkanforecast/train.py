@@ -47,6 +47,7 @@ class TrainConfig:
     patience: int = 8
     scaler: str = "standard"
     seed: int = 0
+    max_windows: int | None = None  # per epoch, a fresh random sample of this many training windows
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -58,8 +59,10 @@ class TrainConfig:
                 )
         if self.readout not in ("fast", "born"):
             raise QKANForecastError(f"unknown read-out {self.readout!r}; choose fast or born")
-        if self.hidden_size is not None and self.hidden_size < 1:
-            raise QKANForecastError(f"--hidden-size must be at least 1, got {self.hidden_size}")
+        for name in ("hidden_size", "max_windows"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise QKANForecastError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
         if not self.lr > 0:
             raise QKANForecastError(f"--lr must be positive, got {self.lr}")
         if self.patience < 0:
@@ -118,26 +121,32 @@ def fit(
     lr: float,
     patience: int,
     seed: int = 0,
+    max_windows: int | None = None,
     progress: ProgressFn | None = None,
 ) -> list[Epoch]:
-    """Train in place with Adam + MSE; keep the weights of the best validation epoch (or the last)."""
+    """Train in place with Adam + MSE; keep the weights of the best validation epoch (or the last).
+
+    ``max_windows`` bounds an epoch on a large panel: each epoch trains on a fresh random sample of that
+    many training windows.
+    """
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     best, best_state, stale, history = math.inf, copy.deepcopy(model.state_dict()), 0, []
     for epoch in range(1, epochs + 1):
         model.train()
-        start, total, count = time.perf_counter(), 0.0, 0
-        for x, y in train_ds.iter_batches(batch_size, shuffle=True, generator=gen):
+        start, total, count, windows = time.perf_counter(), 0.0, 0, 0
+        for x, y in train_ds.iter_batches(batch_size, shuffle=True, generator=gen, limit=max_windows):
             opt.zero_grad(set_to_none=True)
             loss = nn.functional.mse_loss(model(x), y)
             loss.backward()
             opt.step()
             total += loss.item() * y.numel()
             count += y.numel()
+            windows += len(y)
         train_loss = total / max(count, 1)
         val_loss = evaluate_loss(model, val_ds) if val_ds is not None and len(val_ds) else train_loss
         seconds = time.perf_counter() - start
-        record = Epoch(epoch, train_loss, val_loss, seconds, len(train_ds) / max(seconds, 1e-9))
+        record = Epoch(epoch, train_loss, val_loss, seconds, windows / max(seconds, 1e-9))
         history.append(record)
         if not math.isfinite(train_loss):
             raise QKANForecastError(f"training diverged at epoch {epoch} (loss {train_loss}); lower --lr")
@@ -214,6 +223,7 @@ def fit_table(
         lr=config.lr,
         patience=config.patience,
         seed=config.seed,
+        max_windows=config.max_windows,
         progress=progress,
     )
     last_seen = table.ds_ns[table.offsets[:-1] + train_ds.val_end - 1].max()

@@ -279,9 +279,12 @@ class WindowDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         return x[0], y[0]
 
     def iter_batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
-                     drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                     drop_last: bool = False, limit: int | None = None
+                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches over every window, or over the first ``limit`` of the (shuffled) order."""
         order = torch.randperm(len(self), generator=generator).numpy() if shuffle else np.arange(len(self))
-        for b in range(0, len(self), batch_size):
+        order = order[:limit]
+        for b in range(0, len(order), batch_size):
             idx = order[b:b + batch_size]
             if drop_last and len(idx) < batch_size:
                 break

@@ -20,6 +20,7 @@ from qkanforecast.evaluate import backtest, evaluate, season_length
 from qkanforecast.forecast import Predictor, forecast
 from qkanforecast.registry import Registry
 from qkanforecast.train import TrainConfig, train
+from qkanforecast.windows import WindowDataset
 
 GOLDEN = Path(__file__).parent / "golden"
 SMALL = dict(lookback=16, hidden_size=4, epochs=2, batch_size=64, reps=1)
@@ -102,6 +103,19 @@ def test_evaluate_notes_targets_the_model_was_trained_on(table, tmp_path):
     held_out = train(table, TrainConfig(model="lstm", test_size=4, **SMALL), registry=registry)
     assert held_out.manifest["data"]["trained_until"] == "2024-01-03T17:50:00"  # row 395 of 400
     assert evaluate(Predictor.load(held_out.ref, registry), table, windows=2, step=3).notes == []
+
+
+def test_max_windows_samples_each_epoch(table, tmp_path):
+    registry = Registry(tmp_path)
+    entry = train(table, TrainConfig(model="lstm", max_windows=100, **SMALL), registry=registry)
+    assert entry.manifest["training"]["config"]["max_windows"] == 100
+    assert entry.manifest["training"]["train_windows"] > 100  # the dataset is larger than the sample
+    ds = WindowDataset(table, 16, part="train", val_size=0.1)
+    gen = torch.Generator().manual_seed(0)
+    drawn = torch.cat([y for _, y in ds.iter_batches(64, shuffle=True, generator=gen, limit=100)])
+    assert drawn.shape == (100, 1)
+    with pytest.raises(QKANForecastError, match="--max-windows must be at least 1, got 0"):
+        TrainConfig(max_windows=0)
 
 
 def test_season_length():
