@@ -46,7 +46,7 @@ def backtest(
     """
     if windows < 1:
         raise QKANForecastError(f"--windows must be at least 1, got {windows}")
-    step = step or predictor.horizon
+    step = predictor.horizon if step is None else step
     if step < 1:
         raise QKANForecastError(f"--step must be at least 1, got {step}")
     predictor.check_freq(table)
@@ -56,7 +56,9 @@ def backtest(
     uids, values, stamps = series_arrays(
         table, need, f"{windows} backtest windows of lookback {lookback} + horizon {horizon}, {step} apart,"
     )
-    parts = []
+    cols: dict[str, list[np.ndarray]] = {
+        c: [] for c in ("unique_id", "ds", "cutoff", "y", "model", "naive", "seasonal_naive")
+    }
     for k in range(windows):
         back = (windows - 1 - k) * step + horizon  # steps after the cutoff in each series
         model = predictor
@@ -69,20 +71,16 @@ def backtest(
         pred = model.predict(uids, hist, horizon)
         for i, (uid, v, s) in enumerate(zip(uids, values, stamps, strict=True)):
             cut = len(v) - back
-            parts.append(
-                pd.DataFrame(
-                    {
-                        "unique_id": uid,
-                        "ds": s[cut : cut + horizon],
-                        "cutoff": s[cut - 1],
-                        "y": v[cut : cut + horizon],
-                        predictor.column: pred[i],
-                        "naive": np.repeat(v[cut - 1], horizon),
-                        "seasonal_naive": _seasonal_naive(v[:cut], horizon, season),
-                    }
-                )
-            )
-    return pd.concat(parts, ignore_index=True).sort_values(["unique_id", "cutoff", "ds"], ignore_index=True)
+            cols["unique_id"].append(np.repeat(uid, horizon))
+            cols["ds"].append(s[cut : cut + horizon])
+            cols["cutoff"].append(np.repeat(s[cut - 1], horizon))
+            cols["y"].append(v[cut : cut + horizon])
+            cols["model"].append(pred[i])
+            cols["naive"].append(np.repeat(v[cut - 1], horizon))
+            cols["seasonal_naive"].append(_seasonal_naive(v[:cut], horizon, season))
+    frame = pd.DataFrame({c: np.concatenate(parts) for c, parts in cols.items()})
+    frame = frame.rename(columns={"model": predictor.column})
+    return frame.sort_values(["unique_id", "cutoff", "ds"], ignore_index=True)
 
 
 def _refit(predictor: Predictor, table: Table, back: int) -> Predictor:
