@@ -55,11 +55,13 @@ from qkanforecast.synthetic import as_frame, bessel_j2, damped_shm
 from qkanforecast.train import fit
 from qkanforecast.windows import SeriesScaler, WindowDataset, split_points
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_sample_data import milan_cdr_hourly  # noqa: E402  (the one parser of the raw hourly files)
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 SAMPLE = ROOT / "sample_data"
 PARAM_RATIO = 0.21  # the paper: QKAN-LSTM has 79% fewer trainable parameters than the LSTM
-CDR_LENGTH = 1488  # 62 days x 24 h
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -87,15 +89,7 @@ def _milan_internet() -> tuple[Table, str]:
 def _milan_hourly() -> tuple[Table, str]:
     folder = SHARED / "milan_cdr_hourly"
     if (folder / "matrixTS.csv").is_file() and (folder / "ID_labels.csv").is_file():
-        ids = [str(int(float(v))) for v in (folder / "ID_labels.csv").read_text().split()]
-        lines = (folder / "matrixTS.csv").read_text().splitlines()
-        ds = pd.date_range("2013-11-01 00:00", periods=CDR_LENGTH, freq="h")
-        frames = []
-        for uid, line in zip(ids, lines, strict=True):
-            values = np.array([float(v) for v in line.strip().strip(",").split(",")])
-            if len(values) == CDR_LENGTH:  # the 211 complete lines (SOURCE.md)
-                frames.append(pd.DataFrame({"unique_id": uid, "ds": ds, "y": values}))
-        frame = pd.concat(frames, ignore_index=True)
+        frame = milan_cdr_hourly(SHARED)  # the 211 complete lines (SOURCE.md)
         origin = "../shared/data/milan_cdr_hourly (211 complete cells)"
         return Table.from_frame(frame, source="milan_cdr_hourly"), origin
     return read_table(SAMPLE / "milan_cdr_hourly.parquet"), "sample_data/milan_cdr_hourly.parquet"
