@@ -365,7 +365,9 @@ def _write_output(frame, output: str, fmt: OutFormat | None) -> None:  # noqa: A
 
 
 @app.command(
-    epilog=_example("qkanforecast forecast traffic.parquet --model qkan-lstm@latest -o forecast.csv")
+    epilog=_example(
+        "qkanforecast forecast traffic.parquet --model qkan-lstm@latest --level 90 -o forecast.csv"
+    )
 )
 @user_errors
 def forecast(
@@ -378,6 +380,14 @@ def forecast(
     steps: Annotated[
         int | None,
         typer.Option("--steps", help="Steps to forecast (default: the model's horizon; more are recursive)."),
+    ] = None,
+    level: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--level",
+            help="Add a conformal prediction interval, columns <model>-lo-L and <model>-hi-L; "
+            "L is 50, 80, 90, 95 or 99; repeatable.",
+        ),
     ] = None,
     registry: RegistryOpt = None,
     id_col: IdCol = None,
@@ -397,7 +407,7 @@ def forecast(
     predictor = Predictor.load(model, _registry(registry))
     columns = _columns(id_col, time_col, target_col, predictor.entry.manifest["data"].get("columns"))
     table = _read(data, columns, wide, freq, fill)
-    frame = run_forecast(predictor, table, steps)
+    frame = run_forecast(predictor, table, steps, level)
     _write_output(frame, output, fmt)
     if not quiet and output != "-":
         err.print(

@@ -68,13 +68,17 @@ class Predictor:
                 f"data frequency is {table.freq} but {self.entry.ref} was trained on {self.freq} data"
             )
 
-    @torch.no_grad()
     def predict(self, uids: list[str], histories: np.ndarray, steps: int | None = None) -> np.ndarray:
         """Forecast ``steps`` values after each history, in original units.
 
         ``histories`` is ``[S, >= lookback]`` in original units, one row per series of ``uids``. Beyond the
         model's horizon the forecast is recursive: predictions are fed back as inputs.
         """
+        return self.scaler.inverse_transform(self.predict_scaled(uids, histories, steps), uids)
+
+    @torch.no_grad()
+    def predict_scaled(self, uids: list[str], histories: np.ndarray, steps: int | None = None) -> np.ndarray:
+        """Like ``predict``, in each series' scaled units: float64 ``[S, steps]``."""
         steps = steps or self.horizon
         window = self.scaler.transform(histories[:, -self.lookback :], uids).astype(np.float32)  # [S, L]
         out = []
@@ -86,8 +90,22 @@ class Predictor:
             out.append(pred)
             done += pred.shape[1]
             window = np.concatenate([window, pred], axis=1)[:, -self.lookback :]
-        scaled = np.concatenate(out, axis=1)[:, :steps]
-        return self.scaler.inverse_transform(scaled.astype(np.float64), uids)
+        return np.concatenate(out, axis=1)[:, :steps].astype(np.float64)
+
+    def interval_width(self, level: int) -> np.ndarray:
+        """Half-width of the ``level``% conformal interval per horizon step, in scaled units: ``[H]``."""
+        calibration = self.entry.manifest.get("calibration")
+        if not calibration:
+            raise QKANForecastError(
+                f"{self.entry.ref} has no calibration residuals (trained without a validation part or by an "
+                "older qkanforecast); retrain it with --val-size > 0 for prediction intervals"
+            )
+        levels = [int(v) for v in calibration["levels"]]
+        if level not in levels:
+            raise QKANForecastError(
+                f"--level {level} is not calibrated; choose from {', '.join(map(str, levels))}"
+            )
+        return np.asarray(calibration["half_widths"][levels.index(level)], dtype=np.float64)
 
 
 def _chunks(a: np.ndarray, size: int = 1024) -> list[np.ndarray]:
@@ -115,26 +133,42 @@ def series_arrays(
     )
 
 
-def forecast(predictor: Predictor, table: Table, steps: int | None = None) -> pd.DataFrame:
+def forecast(
+    predictor: Predictor, table: Table, steps: int | None = None, levels: list[int] | None = None
+) -> pd.DataFrame:
     """The next ``steps`` (default: the model's horizon) after each series' last timestamp.
 
     Series the model never saw are scaled with statistics of their own history. Returns a long table
-    ``unique_id, ds, <model>`` in original units.
+    ``unique_id, ds, <model>`` in original units, plus ``<model>-lo-<level>`` and ``<model>-hi-<level>``
+    for every split-conformal prediction interval asked for in ``levels`` (within the model's horizon).
     """
     predictor.check_freq(table)
     steps = steps or predictor.horizon
+    levels = sorted(set(levels or []))
+    if levels and steps > predictor.horizon:
+        raise QKANForecastError(
+            f"prediction intervals cover the model's horizon ({predictor.horizon} steps); use --steps "
+            f"{predictor.horizon} or fewer, or leave out --level"
+        )
+    widths = {level: predictor.interval_width(level)[:steps] for level in levels}
     uids, values, stamps = series_arrays(table, predictor.lookback, f"a lookback of {predictor.lookback}")
     for uid, v in zip(uids, values, strict=True):
         if not predictor.scaler.has(uid):
             predictor.scaler.fit_series(uid, v)
     histories = np.stack([v[-predictor.lookback :] for v in values])
-    pred = predictor.predict(uids, histories, steps)  # [S, steps]
+    scaled = predictor.predict_scaled(uids, histories, steps)  # [S, steps]
     offset = pd.tseries.frequencies.to_offset(table.freq)
     future = [pd.date_range(s[-1], periods=steps + 1, freq=offset)[1:] for s in stamps]
-    return pd.DataFrame(
-        {
-            "unique_id": np.repeat(uids, steps),
-            "ds": np.concatenate(future),
-            predictor.column: pred.reshape(-1),
-        }
-    )
+    out = {
+        "unique_id": np.repeat(uids, steps),
+        "ds": np.concatenate(future),
+        predictor.column: predictor.scaler.inverse_transform(scaled, uids).reshape(-1),
+    }
+    for level, width in widths.items():  # scalers are increasing affine maps: bounds stay ordered
+        out[f"{predictor.column}-lo-{level}"] = predictor.scaler.inverse_transform(
+            scaled - width, uids
+        ).reshape(-1)
+        out[f"{predictor.column}-hi-{level}"] = predictor.scaler.inverse_transform(
+            scaled + width, uids
+        ).reshape(-1)
+    return pd.DataFrame(out)

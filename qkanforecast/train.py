@@ -192,6 +192,33 @@ class Fitted:
     train_windows: int
     val_windows: int
     trained_until: str  # the last timestamp training or validation read, over all series
+    calibration: dict[str, Any] | None = None  # conformal half-widths from validation residuals
+
+
+INTERVAL_LEVELS = (50, 80, 90, 95, 99)
+
+
+@torch.no_grad()
+def calibrate(model: nn.Module, val_ds: WindowDataset, batch_size: int = 1024) -> dict[str, Any]:
+    """Split-conformal half-widths per horizon step, in scaled units, from absolute validation residuals.
+
+    For level a and n residuals the half-width is the ceil((n + 1) a)-th smallest (the largest when n is too
+    small). The validation part also chose the epoch, so coverage can fall slightly short of the level.
+    """
+    model.eval()
+    residuals = torch.cat([(model(x) - y).abs() for x, y in val_ds.iter_batches(batch_size)])  # [N, H]
+    ordered, _ = residuals.double().sort(dim=0)
+    n = len(ordered)
+    widths = []
+    for level in INTERVAL_LEVELS:
+        k = min(math.ceil((n + 1) * level / 100), n) - 1
+        widths.append(ordered[k].tolist())
+    return {
+        "method": "split conformal, absolute residuals per horizon step, scaled units",
+        "windows": n,
+        "levels": list(INTERVAL_LEVELS),
+        "half_widths": widths,
+    }
 
 
 def fit_table(
@@ -234,6 +261,7 @@ def fit_table(
         len(train_ds),
         len(val_ds) if val_ds is not None else 0,
         pd.Timestamp(last_seen).isoformat(),
+        calibrate(model, val_ds) if val_ds is not None and len(val_ds) else None,
     )
 
 
@@ -291,5 +319,6 @@ def train(
         },
         "history": [asdict(e) for e in fitted.history],
         "metrics": {"best_epoch": best.epoch, "train_loss": best.train_loss, "val_loss": best.val_loss},
+        "calibration": fitted.calibration,
     }
     return registry.publish(name, fitted.model.state_dict(), manifest)

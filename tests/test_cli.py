@@ -261,3 +261,18 @@ def test_train_help_shows_the_real_defaults(runner):
         after = text.split(option, 1)[1]
         shown = f"{f.default:g}" if isinstance(f.default, float) else f.default
         assert f"[default: {shown}]" in after.split(" --")[0], option
+
+
+def test_forecast_with_prediction_intervals(runner, panel_csv, registry):
+    ref = train_ref(runner, panel_csv, registry, "--model", "lstm", "--horizon", "2")
+    result = run(
+        runner, "forecast", panel_csv, "-m", ref, "--registry", registry, "--level", "80", "--level", "95"
+    )
+    assert result.exit_code == 0, result.stderr
+    header = result.stdout.splitlines()[0]
+    assert header == "unique_id,ds,lstm,lstm-lo-80,lstm-hi-80,lstm-lo-95,lstm-hi-95"
+    result = run(
+        runner, "forecast", panel_csv, "-m", ref, "--registry", registry, "--level", "90", "--steps", "3"
+    )
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.startswith("Error: prediction intervals cover the model's horizon (2 steps)")

@@ -118,6 +118,46 @@ def test_max_windows_samples_each_epoch(table, tmp_path):
         TrainConfig(max_windows=0)
 
 
+def test_conformal_intervals(tmp_path):
+    table = Table.from_frame(sine_panel(steps=1200))
+    registry = Registry(tmp_path)
+    config = TrainConfig(model="lstm", horizon=2, test_size=300, val_size=300, **{**SMALL, "epochs": 5})
+    entry = train(table, config, registry=registry)
+    assert entry.manifest["calibration"]["levels"] == [50, 80, 90, 95, 99]
+    widths = np.array(entry.manifest["calibration"]["half_widths"])  # [levels, H]
+    assert widths.shape == (5, 2) and (np.diff(widths, axis=0) >= 0).all()
+    p = Predictor.load(entry.ref, registry)
+    fc = forecast(p, table, levels=[90, 50])
+    assert list(fc.columns) == [
+        "unique_id",
+        "ds",
+        "lstm",
+        "lstm-lo-50",
+        "lstm-hi-50",
+        "lstm-lo-90",
+        "lstm-hi-90",
+    ]
+    assert (fc["lstm-lo-90"] <= fc["lstm-lo-50"]).all() and (fc["lstm-lo-50"] <= fc["lstm"]).all()
+    assert (fc["lstm"] <= fc["lstm-hi-50"]).all() and (fc["lstm-hi-50"] <= fc["lstm-hi-90"]).all()
+    # coverage on the held-out test tail, which neither training nor calibration saw
+    bt = backtest(p, table, windows=149, step=2)
+    uids = bt["unique_id"].tolist()
+    scaled_pred = p.scaler.transform(bt["lstm"].to_numpy(), uids)
+    scaled_y = p.scaler.transform(bt["y"].to_numpy(), uids)
+    step_of_row = bt.groupby(["unique_id", "cutoff"]).cumcount().to_numpy()
+    covered = np.abs(scaled_y - scaled_pred) <= p.interval_width(90)[step_of_row]
+    assert 0.8 <= covered.mean() <= 1.0
+    with pytest.raises(QKANForecastError, match="prediction intervals cover the model's horizon"):
+        forecast(p, table, steps=3, levels=[90])
+    with pytest.raises(
+        QKANForecastError, match="--level 85 is not calibrated; choose from 50, 80, 90, 95, 99"
+    ):
+        forecast(p, table, levels=[85])
+    golden = Predictor.load("golden@v1", Registry(GOLDEN / "registry"))
+    with pytest.raises(QKANForecastError, match="has no calibration residuals"):
+        golden.interval_width(90)
+
+
 def test_season_length():
     assert season_length("10min") == 144 and season_length("h") == 24 and season_length("D") == 7
     assert season_length("7D") == 1
