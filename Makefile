@@ -33,12 +33,12 @@ demo: install
 	$(QF) ingest sample_data/milan_internet.csv -o $(DEMO)/milan_internet.parquet
 	$(QF) train $(DEMO)/milan_internet.parquet --model qkan-lstm --lookback 144 --horizon 144 \
 		--test-size 288 --registry $(DEMO)/registry --name milan-demo > $(DEMO)/ref.txt
-	$(QF) forecast $(DEMO)/milan_internet.parquet --model $$(cat $(DEMO)/ref.txt) \
+	$(QF) forecast $(DEMO)/milan_internet.parquet --model $$(cat $(DEMO)/ref.txt) --level 90 \
 		--registry $(DEMO)/registry -o $(DEMO)/forecast.csv
 	$(QF) evaluate $(DEMO)/milan_internet.parquet --model $$(cat $(DEMO)/ref.txt) --windows 2 --step 144 \
 		--registry $(DEMO)/registry -o $(DEMO)/backtest.csv
 	@echo "model:    $$(cat $(DEMO)/ref.txt) in $(DEMO)/registry/"
-	@echo "forecast: $(DEMO)/forecast.csv (next day, 144 steps per cell)"
+	@echo "forecast: $(DEMO)/forecast.csv (next day, 144 steps per cell, with 90% prediction intervals)"
 	@echo "backtest: $(DEMO)/backtest.csv (last two days, model vs naive and seasonal naive)"
 
 bench: install
