@@ -13,7 +13,7 @@ from qkanforecast.data import Table
 from qkanforecast.errors import QKANForecastError
 from qkanforecast.models import build_model
 from qkanforecast.registry import Entry, Registry
-from qkanforecast.windows import SeriesScaler
+from qkanforecast.windows import SeriesScaler, last_windows
 
 
 @dataclass
@@ -76,11 +76,16 @@ class Predictor:
         """
         return self.scaler.inverse_transform(self.predict_scaled(uids, histories, steps), uids)
 
-    @torch.no_grad()
     def predict_scaled(self, uids: list[str], histories: np.ndarray, steps: int | None = None) -> np.ndarray:
         """Like ``predict``, in each series' scaled units: float64 ``[S, steps]``."""
+        window = self.scaler.transform(histories[:, -self.lookback :], uids)  # [S, L]
+        return self.rollout(window, steps)
+
+    @torch.no_grad()
+    def rollout(self, window: np.ndarray, steps: int | None = None) -> np.ndarray:
+        """``steps`` scaled values after each scaled window ``[S, >= lookback]``: float64 ``[S, steps]``."""
         steps = steps or self.horizon
-        window = self.scaler.transform(histories[:, -self.lookback :], uids).astype(np.float32)  # [S, L]
+        window = window[:, -self.lookback :].astype(np.float32)
         out = []
         done = 0
         while done < steps:
@@ -112,6 +117,16 @@ def _chunks(a: np.ndarray, size: int = 1024) -> list[np.ndarray]:
     return [np.ascontiguousarray(a[i : i + size]) for i in range(0, len(a), size)] or [a]
 
 
+def check_lengths(table: Table, min_length: int, what: str) -> None:
+    """Raise on the first series shorter than ``min_length``, naming ``what`` needs it."""
+    lengths = table.lengths
+    if len(lengths) and lengths.min() < min_length:
+        i = int(np.argmax(lengths < min_length))
+        raise QKANForecastError(
+            f"series {table.ids[i]!r} has {lengths[i]} steps; {what} needs at least {min_length}"
+        )
+
+
 def series_arrays(
     table: Table, min_length: int, what: str
 ) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
@@ -119,12 +134,7 @@ def series_arrays(
 
     Raises on the first series shorter than ``min_length``.
     """
-    lengths = table.lengths
-    if len(lengths) and lengths.min() < min_length:
-        i = int(np.argmax(lengths < min_length))
-        raise QKANForecastError(
-            f"series {table.ids[i]!r} has {lengths[i]} steps; {what} needs at least {min_length}"
-        )
+    check_lengths(table, min_length, what)
     y, ds, off = table.values, table.frame["ds"].to_numpy(), table.offsets
     return (
         list(table.ids),
@@ -151,17 +161,13 @@ def forecast(
             f"{predictor.horizon} or fewer, or leave out --level"
         )
     widths = {level: predictor.interval_width(level)[:steps] for level in levels}
-    uids, values, stamps = series_arrays(table, predictor.lookback, f"a lookback of {predictor.lookback}")
-    for uid, v in zip(uids, values, strict=True):
-        if not predictor.scaler.has(uid):
-            predictor.scaler.fit_series(uid, v)
-    histories = np.stack([v[-predictor.lookback :] for v in values])
-    scaled = predictor.predict_scaled(uids, histories, steps)  # [S, steps]
-    offset = pd.tseries.frequencies.to_offset(table.freq)
-    future = [pd.date_range(s[-1], periods=steps + 1, freq=offset)[1:] for s in stamps]
+    check_lengths(table, predictor.lookback, f"a lookback of {predictor.lookback}")
+    inputs = last_windows(table, predictor.lookback, predictor.scaler)  # fits series never seen in training
+    uids = inputs.unique_id
+    scaled = predictor.rollout(inputs.x[:, :, 0].numpy(), steps)  # [S, steps]
     out = {
         "unique_id": np.repeat(uids, steps),
-        "ds": np.concatenate(future),
+        "ds": inputs.future_ds(steps).reshape(-1),
         predictor.column: predictor.scaler.inverse_transform(scaled, uids).reshape(-1),
     }
     for level, width in widths.items():  # scalers are increasing affine maps: bounds stay ordered
