@@ -1,0 +1,293 @@
+"""Every choice, default and configuration of qkanforecast, defined once (no torch import here).
+
+Choices are ``str`` Enums; configurations are frozen dataclasses whose ``asdict()`` is what a checkpoint
+stores and whose ``from_dict`` validates it back. The CLI imports these: option names are field names
+(``hidden_size`` -> ``--hidden-size``), defaults are the fields' defaults, and a ``ConfigError`` names the
+field so the CLI can name its flag.
+
+- ``ModelConfig``: the network (family, sizes, the QKAN edge spec ``QKANSpec``).
+- ``DataConfig``: how windows are cut from a table (lookback, horizon, splits, scaler).
+- ``TrainConfig``: the optimiser and its budget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, TypeVar
+
+from qkanforecast.errors import QKANForecastError
+
+
+class ConfigError(QKANForecastError):
+    """A configuration value out of range; ``field`` names it (the CLI turns it into its flag)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field} {message}")
+        self.field = field
+        self.detail = message
+
+
+# -- choices --------------------------------------------------------------------------------------------
+class Readout(str, Enum):
+    """How a DARUAN edge turns its final state into a number (qkan-math.md §1)."""
+
+    FAST = "fast"
+    BORN = "born"
+
+
+class Solver(str, Enum):
+    """How the circuits are simulated: closed form (spectral), gate by gate, or the best that applies."""
+
+    AUTO = "auto"
+    SPECTRAL = "spectral"
+    STATEVECTOR = "statevector"
+
+
+class Scaler(str, Enum):
+    """Per-series scaling fitted on the training part of each series."""
+
+    STANDARD = "standard"
+    ROBUST = "robust"
+    MINMAX = "minmax"
+    NONE = "none"
+
+
+class Fill(str, Enum):
+    """What ingest does with gaps and NaN: stop with an error, or fill them."""
+
+    NONE = "none"
+    FFILL = "ffill"
+    LINEAR = "linear"
+    ZERO = "zero"
+
+
+class OutFormat(str, Enum):
+    """File formats of the tables the tool writes."""
+
+    PARQUET = "parquet"
+    CSV = "csv"
+    JSONL = "jsonl"
+
+
+INTERVAL_LEVELS = (50, 80, 90, 95, 99)  # conformal levels calibrated at training time
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Column names of a long input table."""
+
+    id_col: str = "unique_id"
+    time_col: str = "ds"
+    target_col: str = "y"
+
+
+# -- model families ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FamilyInfo:
+    """A model family: its recurrent core (``"module:Class"``, imported when built) and defaults.
+
+    The core is constructed as ``Core(config: ModelConfig, hidden_size: int)`` and has nn.LSTM's
+    calling convention (batch first). ``qkan`` says whether the family reads ``ModelConfig.qkan``.
+    """
+
+    core: str
+    hidden_size: int
+    qkan: bool
+    description: str
+
+
+# Adding a family: one module with its core, one entry here. The CLI, the conformance tests and the
+# reproduction read this table.
+FAMILIES: dict[str, FamilyInfo] = {
+    "qkan-lstm": FamilyInfo(
+        "qkanforecast.models.lstm:QKANLSTM", 8, True, "LSTM whose gates are one QKAN layer (arXiv 2512.05049)"
+    ),
+    "hqkan-lstm": FamilyInfo(
+        "qkanforecast.models.lstm:HQKANLSTM", 16, True, "encoder -> latent QKAN -> decoder gate maps"
+    ),
+    "lstm": FamilyInfo("qkanforecast.models.lstm:LSTM", 32, False, "torch.nn.LSTM baseline"),
+}
+
+# The CLI's choice type, made from the table above.
+Family = Enum("Family", {name.replace("-", "_").upper(): name for name in FAMILIES}, type=str)  # type: ignore[misc]
+
+
+def family_info(name: str) -> FamilyInfo:
+    try:
+        return FAMILIES[str(name)]
+    except KeyError:
+        raise ConfigError("model", f"{name!r} is unknown; choose from {', '.join(FAMILIES)}") from None
+
+
+# -- configurations ---------------------------------------------------------------------------------------
+def _at_least(obj: Any, minimum: float, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if value is not None and value < minimum:
+            raise ConfigError(name, f"must be at least {minimum:g}, got {value}")
+
+
+def _coerce(obj: Any, name: str, enum: type[Enum]) -> None:
+    """Store a choice field as its Enum member (a plain string from JSON or a caller is accepted)."""
+    value = getattr(obj, name)
+    try:
+        object.__setattr__(obj, name, enum(value))
+    except ValueError:
+        raise ConfigError(
+            name, f"{value!r} is unknown; choose from {', '.join(str(m.value) for m in enum)}"  # type: ignore[attr-defined]
+        ) from None
+
+
+@dataclass(frozen=True)
+class QKANSpec:
+    """One DARUAN edge: ``reps`` data re-uploadings, its read-out, solver and which parts train."""
+
+    reps: int = 3
+    readout: Readout = Readout.FAST
+    solver: Solver = Solver.AUTO
+    preact_trainable: bool = False
+    postact_trainable: bool = False
+    base_weight: bool = True
+
+    def __post_init__(self) -> None:
+        _at_least(self, 1, "reps")
+        _coerce(self, "readout", Readout)
+        _coerce(self, "solver", Solver)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network: ``[N, L, input_size] -> [N, horizon]``. ``hidden_size`` None is the family's."""
+
+    model: str = "qkan-lstm"
+    input_size: int = 1
+    horizon: int = 1
+    hidden_size: int | None = None
+    num_layers: int = 1
+    dropout: float = 0.0
+    bias: bool = True
+    qkan: QKANSpec = field(default_factory=QKANSpec)
+    latent_in: int | None = None  # hqkan-lstm: encoder width (None: ceil(log2(F + D)))
+    latent_out: int | None = None  # hqkan-lstm: latent QKAN width (None: ceil(log2(4D)))
+
+    def __post_init__(self) -> None:
+        family_info(self.model)
+        _at_least(self, 1, "input_size", "horizon", "hidden_size", "num_layers", "latent_in", "latent_out")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError("dropout", f"must be in [0, 1), got {self.dropout}")
+        if isinstance(self.qkan, dict):
+            object.__setattr__(self, "qkan", from_dict(QKANSpec, self.qkan))
+
+    @property
+    def family(self) -> FamilyInfo:
+        return family_info(self.model)
+
+    def resolved(self) -> ModelConfig:
+        """The same config with the family's hidden size filled in."""
+        if self.hidden_size is not None:
+            return self
+        return dataclasses.replace(self, hidden_size=self.family.hidden_size)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How training windows are cut: ``lookback`` inputs, ``horizon`` targets, chronological splits."""
+
+    lookback: int = 64
+    horizon: int = 1
+    val_size: float = 0.1  # < 1: a fraction of each series; >= 1: a number of steps
+    test_size: float = 0.0  # held out from training and validation altogether (for an honest evaluate)
+    scaler: Scaler = Scaler.STANDARD
+
+    def __post_init__(self) -> None:
+        _at_least(self, 1, "lookback", "horizon")
+        for name in ("val_size", "test_size"):
+            size = getattr(self, name)
+            if size < 0 or (size >= 1 and size != int(size)) or not math.isfinite(size):
+                raise ConfigError(name, f"must be a fraction in [0, 1) or a whole number of steps, got {size}")
+        _coerce(self, "scaler", Scaler)
+
+    def part_size(self, name: str) -> int | float:
+        """``val_size`` or ``test_size`` as the data layer takes it: steps (int) or a fraction (float)."""
+        size = getattr(self, name)
+        return int(size) if size >= 1 else float(size)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Adam on the scaled targets, early stopping on the validation part."""
+
+    epochs: int = 50
+    batch_size: int = 128
+    lr: float = 5e-3
+    patience: int = 8  # epochs without validation gain before stopping (0: never)
+    seed: int = 0
+    max_windows: int | None = None  # per epoch, a fresh random sample of this many training windows
+
+    def __post_init__(self) -> None:
+        _at_least(self, 1, "epochs", "batch_size", "max_windows")
+        _at_least(self, 0, "patience")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError("lr", f"must be positive, got {self.lr}")
+
+
+# -- dicts in, configs out ----------------------------------------------------------------------------------
+C = TypeVar("C")
+
+
+def from_dict(cls: type[C], data: Any, where: str = "") -> C:
+    """Build the dataclass ``cls`` from a JSON-like dict, refusing unknown keys and wrong types."""
+    label = where or cls.__name__
+    if not isinstance(data, dict):
+        raise QKANForecastError(f"{label}: expected an object, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise QKANForecastError(f"{label}: unknown key {unknown[0]!r}; known: {', '.join(fields)}")
+    hints = typing.get_type_hints(cls)
+    values = {key: _check_type(hints[key], value, f"{label}.{key}") for key, value in data.items()}
+    return cls(**values)
+
+
+def _check_type(hint: Any, value: Any, label: str) -> Any:
+    """``value`` if it fits ``hint`` (ints are accepted for floats; nested dataclasses are built)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        hint = next(a for a in options if a is not type(None))
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, label)  # type: ignore[arg-type]
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        ok = isinstance(value, str)
+    elif hint is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint in (bool, str):
+        ok = isinstance(value, hint)
+    else:
+        ok = True
+    if not ok:
+        name = getattr(hint, "__name__", str(hint))
+        raise QKANForecastError(f"{label}: expected {name}, got {value!r}")
+    return value
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """``asdict`` with Enum members as their string values (JSON-ready)."""
+    return {k: _plain(v) for k, v in dataclasses.asdict(config).items()}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
