@@ -53,8 +53,11 @@ def test_bessel_j2_known_values_and_integral() -> None:
 
 
 def test_sample_files_are_reproducible(tmp_path: Path) -> None:
+    # the same series up to the last digits (scipy's ODE solver and J2 round differently across versions)
     for path in write_synthetic(tmp_path):
-        assert path.read_bytes() == (ROOT / "sample_data" / path.name).read_bytes()
         frame = pd.read_csv(path)
+        committed = pd.read_csv(ROOT / "sample_data" / path.name)
         assert list(frame.columns) == ["unique_id", "ds", "y"]
+        pd.testing.assert_frame_equal(frame[["unique_id", "ds"]], committed[["unique_id", "ds"]])
+        np.testing.assert_allclose(frame["y"], committed["y"], rtol=0, atol=1e-9)
     np.testing.assert_array_equal(pd.read_csv(tmp_path / "damped_shm.csv")["y"].to_numpy(), damped_shm())
