@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from qkanforecast.config import TrainConfig
 from qkanforecast.data import IngestOptions, Table, read_table
 from qkanforecast.metrics import mae, mse, r2
 from qkanforecast.models import build_model, count_parameters, daruan_statevector, fast_from_born
@@ -359,8 +360,9 @@ def run_one(data: DataSpec, spec: ModelSpec, seed: int, max_series: int | None, 
         row["params"] = count_parameters(model)
         row["train_windows"] = min(len(parts.train), data.train_cap or len(parts.train))
         start = time.perf_counter()
-        history = fit(model, parts.train, parts.val, epochs=data.epochs, batch_size=data.batch_size,
-                      lr=data.lr, patience=data.patience, seed=seed, max_windows=data.train_cap)
+        history = fit(model, parts.train, parts.val, TrainConfig(
+            epochs=data.epochs, batch_size=data.batch_size, lr=data.lr, patience=data.patience, seed=seed,
+            max_windows=data.train_cap))
         row["train_seconds"] = time.perf_counter() - start
         row["epochs_run"] = len(history)
         start = time.perf_counter()

@@ -85,6 +85,11 @@ class Columns:
     time_col: str = "ds"
     target_col: str = "y"
 
+    def given(self, id_col: str | None, time_col: str | None, target_col: str | None) -> Columns:
+        """These names where given (not None), this object's elsewhere."""
+        names = {"id_col": id_col, "time_col": time_col, "target_col": target_col}
+        return dataclasses.replace(self, **{k: v for k, v in names.items() if v is not None})
+
 
 # -- model families ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -209,7 +214,9 @@ class DataConfig:
         for name in ("val_size", "test_size"):
             size = getattr(self, name)
             if size < 0 or (size >= 1 and size != int(size)) or not math.isfinite(size):
-                raise ConfigError(name, f"must be a fraction in [0, 1) or a whole number of steps, got {size}")
+                raise ConfigError(
+                    name, f"must be a fraction in [0, 1) or a whole number of steps, got {size}"
+                )
         _coerce(self, "scaler", Scaler)
 
     def part_size(self, name: str) -> int | float:
@@ -234,6 +241,51 @@ class TrainConfig:
         _at_least(self, 0, "patience")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError("lr", f"must be positive, got {self.lr}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One training run: the network, the windows and the optimiser. The model's horizon is the data's."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.model.horizon != self.data.horizon:
+            object.__setattr__(self, "model", dataclasses.replace(self.model, horizon=self.data.horizon))
+
+    def updated(self, options: dict[str, Any]) -> Settings:
+        """A copy with flat option values (``lookback=144, reps=4``, as the CLI names them) put in place."""
+        parts: dict[str, dict[str, Any]] = {"model": {}, "qkan": {}, "data": {}, "train": {}}
+        for key, value in options.items():
+            if key not in OPTIONS:
+                raise ConfigError(key, f"is not an option; known: {', '.join(OPTIONS)}")
+            parts[OPTIONS[key]][key] = value.value if isinstance(value, Enum) else value
+        model = dataclasses.replace(self.model, **parts["model"])
+        if parts["qkan"]:
+            model = dataclasses.replace(model, qkan=dataclasses.replace(model.qkan, **parts["qkan"]))
+        return Settings(
+            model,
+            dataclasses.replace(self.data, **parts["data"]),
+            dataclasses.replace(self.train, **parts["train"]),
+        )
+
+
+def _options() -> dict[str, str]:
+    """Flat option name -> the part of ``Settings`` it sets (model fields the data decides are left out)."""
+    out: dict[str, str] = {}
+    derived = {"input_size", "horizon", "qkan"}
+    parts = (("data", DataConfig), ("train", TrainConfig), ("model", ModelConfig), ("qkan", QKANSpec))
+    for part, cls in parts:
+        for f in dataclasses.fields(cls):
+            if not (cls is ModelConfig and f.name in derived):
+                out.setdefault(f.name, part)
+    return out
+
+
+OPTIONS = _options()
+ARCHITECTURE = tuple(k for k, part in OPTIONS.items() if part in ("model", "qkan")) + ("horizon",)
 
 
 # -- dicts in, configs out ----------------------------------------------------------------------------------
@@ -264,6 +316,11 @@ def _check_type(hint: Any, value: Any, label: str) -> Any:
         hint = next(a for a in options if a is not type(None))
     if dataclasses.is_dataclass(hint):
         return from_dict(hint, value, label)  # type: ignore[arg-type]
+    if typing.get_origin(hint) is list:
+        if not isinstance(value, list):
+            raise QKANForecastError(f"{label}: expected a list, got {value!r}")
+        (item,) = typing.get_args(hint)
+        return [_check_type(item, v, f"{label}[{i}]") for i, v in enumerate(value)]
     if isinstance(hint, type) and issubclass(hint, Enum):
         ok = isinstance(value, str)
     elif hint is float:
@@ -290,4 +347,6 @@ def _plain(value: Any) -> Any:
         return value.value
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
     return value

@@ -43,12 +43,12 @@ import pyarrow.parquet as pq
 
 from qkanforecast.convert import _Ctx, _from_arrow, _from_batches, _pick_columns, _to_codes
 from qkanforecast.errors import QKANForecastError
-from qkanforecast.output import atomic_file
+from qkanforecast.output import atomic_file, write_frame
 from qkanforecast.table import FILLS, IngestOptions, Table, freq_to_ns, ns_to_freq
 from qkanforecast.validate import canonicalise
 
 __all__ = ["FILLS", "IngestOptions", "Table", "canonicalise", "freq_to_ns", "load_canonical", "metadata",
-           "ns_to_freq", "print_report", "read_metadata", "read_table", "write_table"]
+           "ns_to_freq", "print_report", "read_metadata", "read_table", "write_frame", "write_table"]
 
 META_KEY = b"qkanforecast"
 FORMAT_VERSION = 1

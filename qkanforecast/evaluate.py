@@ -85,13 +85,14 @@ def backtest(
 
 def _refit(predictor: Predictor, table: Table, back: int) -> Predictor:
     """Train the registered config afresh on every series without its last ``back`` steps."""
-    from qkanforecast.train import TrainConfig, fit_table
+    from qkanforecast.config import Settings
+    from qkanforecast.train import fit_table
 
     frame = table.frame
     keep = frame.groupby("unique_id", sort=False, observed=True).cumcount(ascending=False) >= back
     cut = replace(table, frame=frame[keep.to_numpy()].reset_index(drop=True))
-    config = TrainConfig(**predictor.entry.manifest["training"]["config"])
-    fitted = fit_table(cut, config)
+    m = predictor.entry.manifest
+    fitted = fit_table(cut, Settings(m.model, m.data, m.train))
     return Predictor.from_parts(predictor.entry, fitted.model, fitted.scaler)
 
 
@@ -114,10 +115,10 @@ def evaluate(
 
     Notes say when backtest targets fall on data the model was trained or validated on.
     """
-    trained = set(predictor.entry.manifest["scaler"]["unique_id"])
+    trained = set(predictor.entry.manifest.scaler.unique_id)
     bt = backtest(predictor, table, windows, step, refit)
     notes = []
-    trained_until = predictor.entry.manifest["data"].get("trained_until")
+    trained_until = predictor.entry.manifest.schema.trained_until
     if not refit and trained_until is not None:
         seen = bt["unique_id"].isin(trained).to_numpy() & (bt["ds"] <= pd.Timestamp(trained_until)).to_numpy()
         if seen.any():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
@@ -29,10 +29,9 @@ class Predictor:
         registry = registry or Registry()
         entry = registry.get(ref)
         try:
-            spec = entry.manifest["model"]
-            model = build_model(spec["name"], **spec["config"])
+            model = build_model(entry.manifest.model)
             model.load_state_dict(registry.load_state_dict(entry))
-            scaler = SeriesScaler.from_state_dict(entry.manifest["scaler"])
+            scaler = SeriesScaler.from_state_dict(asdict(entry.manifest.scaler))
         except (KeyError, TypeError, RuntimeError) as exc:
             raise QKANForecastError(
                 f"{entry.path}: cannot rebuild the model from its manifest ({exc})"
@@ -48,19 +47,19 @@ class Predictor:
     @property
     def column(self) -> str:
         """The forecast column's name: the model family (``qkan-lstm``, ``hqkan-lstm``, ``lstm``)."""
-        return str(self.entry.manifest["model"]["name"])
+        return self.entry.manifest.model.model
 
     @property
     def lookback(self) -> int:
-        return int(self.entry.manifest["data"]["lookback"])
+        return self.entry.manifest.data.lookback
 
     @property
     def horizon(self) -> int:
-        return int(self.entry.manifest["data"]["horizon"])
+        return self.entry.manifest.data.horizon
 
     @property
     def freq(self) -> str:
-        return str(self.entry.manifest["data"]["freq"])
+        return self.entry.manifest.schema.freq
 
     def check_freq(self, table: Table) -> None:
         if table.freq != self.freq:
@@ -99,18 +98,18 @@ class Predictor:
 
     def interval_width(self, level: int) -> np.ndarray:
         """Half-width of the ``level``% conformal interval per horizon step, in scaled units: ``[H]``."""
-        calibration = self.entry.manifest.get("calibration")
+        calibration = self.entry.manifest.calibration
         if not calibration:
             raise QKANForecastError(
                 f"{self.entry.ref} has no calibration residuals (trained without a validation part or by an "
                 "older qkanforecast); retrain it with --val-size > 0 for prediction intervals"
             )
-        levels = [int(v) for v in calibration["levels"]]
+        levels = calibration.levels
         if level not in levels:
             raise QKANForecastError(
                 f"--level {level} is not calibrated; choose from {', '.join(map(str, levels))}"
             )
-        return np.asarray(calibration["half_widths"][levels.index(level)], dtype=np.float64)
+        return np.asarray(calibration.half_widths[levels.index(level)], dtype=np.float64)
 
 
 def _chunks(a: np.ndarray, size: int = 1024) -> list[np.ndarray]:

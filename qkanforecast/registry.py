@@ -16,7 +16,7 @@ import re
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,8 @@ import torch
 
 from qkanforecast import __version__
 from qkanforecast.errors import QKANForecastError
+from qkanforecast.manifest import FORMAT_VERSION, Manifest, Weights
 
-FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 WEIGHTS = "model.pt"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -70,11 +70,27 @@ class Entry:
     name: str
     version: int
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
 
     @property
     def ref(self) -> str:
         return f"{self.name}@v{self.version}"
+
+    def summary(self) -> dict[str, Any]:
+        """One row of ``models list``."""
+        m = self.manifest
+        return {
+            "ref": self.ref,
+            "model": m.model.model,
+            "parameters": m.num_parameters,
+            "freq": m.schema.freq,
+            "lookback": m.data.lookback,
+            "horizon": m.data.horizon,
+            "series": m.schema.series,
+            "val_loss": m.training.val_loss,
+            "created": m.created,
+            "path": str(self.path),
+        }
 
 
 class Registry:
@@ -126,8 +142,8 @@ class Registry:
         """Resolve a reference and read its manifest, checking the format version."""
         path = self.resolve(ref)
         try:
-            manifest = json.loads((path / MANIFEST).read_text())
-            fmt = int(manifest["format_version"])
+            raw = json.loads((path / MANIFEST).read_text())
+            fmt = int(raw["format_version"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise QKANForecastError(f"{path / MANIFEST}: unreadable manifest ({exc})") from None
         if fmt > FORMAT_VERSION:
@@ -135,18 +151,20 @@ class Registry:
                 f"{path}: checkpoint format {fmt} is newer than this qkanforecast {__version__} understands "
                 f"(format {FORMAT_VERSION}); upgrade qkanforecast"
             )
+        try:
+            manifest = Manifest.from_json(raw)
+        except QKANForecastError as exc:
+            raise QKANForecastError(f"{path / MANIFEST}: invalid manifest: {exc}") from None
         m = _VERSION.match(path.name)
         version = int(m.group(1)) if m else 0
-        return Entry(
-            name=manifest.get("name", path.parent.name), version=version, path=path, manifest=manifest
-        )
+        return Entry(name=manifest.name, version=version, path=path, manifest=manifest)
 
     def load_state_dict(self, entry: Entry) -> dict[str, torch.Tensor]:
         """The weights of a version, after checking their sha256 against the manifest."""
         weights = entry.path / WEIGHTS
         if not weights.is_file():
             raise QKANForecastError(f"{entry.path}: {WEIGHTS} is missing")
-        expected = entry.manifest.get("weights", {}).get("sha256")
+        expected = entry.manifest.weights.sha256 if entry.manifest.weights else None
         actual = sha256_file(weights)
         if actual != expected:
             raise QKANForecastError(
@@ -156,23 +174,23 @@ class Registry:
         return torch.load(weights, map_location="cpu", weights_only=True)
 
     # -- writing -------------------------------------------------------------------------------------
-    def publish(self, name: str, state_dict: dict[str, torch.Tensor], manifest: dict[str, Any]) -> Entry:
-        """Write a new version of ``name`` atomically and return it."""
+    def publish(self, name: str, state_dict: dict[str, torch.Tensor], manifest: Manifest) -> Entry:
+        """Write a new version of ``name`` atomically and return it (``manifest.name`` is set to it)."""
         folder = self.root / check_name(name)
         folder.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
         try:
             torch.save(state_dict, staging / WEIGHTS)
-            manifest = {
-                "format_version": FORMAT_VERSION,
-                "name": name,
-                "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                "qkanforecast_version": __version__,
-                "torch_version": torch.__version__,
-                **manifest,
-                "weights": {"file": WEIGHTS, "sha256": sha256_file(staging / WEIGHTS)},
-            }
-            (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, allow_nan=True) + "\n")
+            manifest = replace(
+                manifest,
+                format_version=FORMAT_VERSION,
+                name=name,
+                created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                qkanforecast_version=__version__,
+                torch_version=torch.__version__,
+                weights=Weights(WEIGHTS, sha256_file(staging / WEIGHTS)),
+            )
+            (staging / MANIFEST).write_text(json.dumps(manifest.to_json(), indent=2, allow_nan=True) + "\n")
             os.chmod(staging, 0o755)
             while True:  # another process may take a number between our look and our rename: try the next
                 version = max(self.versions(name), default=0) + 1

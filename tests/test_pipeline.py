@@ -14,16 +14,22 @@ import pytest
 import torch
 from conftest import sine_panel
 
+from qkanforecast.config import Settings
 from qkanforecast.data import Table, read_table
 from qkanforecast.errors import QKANForecastError
 from qkanforecast.evaluate import backtest, evaluate, season_length
 from qkanforecast.forecast import Predictor, forecast
 from qkanforecast.registry import Registry
-from qkanforecast.train import TrainConfig, train
+from qkanforecast.train import train
 from qkanforecast.windows import WindowDataset
 
 GOLDEN = Path(__file__).parent / "golden"
 SMALL = dict(lookback=16, hidden_size=4, epochs=2, batch_size=64, reps=1)
+
+
+def config(**options):
+    """Settings from flat option names, as the CLI gives them."""
+    return Settings().updated(options)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +40,7 @@ def table():
 @pytest.mark.parametrize("model", ["qkan-lstm", "hqkan-lstm", "lstm"])
 def test_save_load_gives_identical_forecasts(table, tmp_path, model):
     registry = Registry(tmp_path)
-    entry = train(table, TrainConfig(model=model, horizon=2, **SMALL), registry=registry)
+    entry = train(table, config(model=model, horizon=2, **SMALL), registry=registry)
     loaded = Predictor.load(entry.ref, registry)
     x = torch.from_numpy(
         loaded.scaler.transform(np.stack([table.values[:16], table.values[400:416]]), table.ids).astype(
@@ -45,12 +51,12 @@ def test_save_load_gives_identical_forecasts(table, tmp_path, model):
     assert torch.equal(loaded.model(x), again.model(x))
     first, second = forecast(loaded, table), forecast(again, table)
     pd.testing.assert_frame_equal(first, second)
-    assert entry.manifest["model"]["num_parameters"] == sum(p.numel() for p in loaded.model.parameters())
+    assert entry.manifest.num_parameters == sum(p.numel() for p in loaded.model.parameters())
 
 
 def test_forecast_matches_the_model_on_the_last_window(table, tmp_path):
     registry = Registry(tmp_path)
-    entry = train(table, TrainConfig(model="lstm", horizon=3, **SMALL), registry=registry)
+    entry = train(table, config(model="lstm", horizon=3, **SMALL), registry=registry)
     p = Predictor.load(entry.ref, registry)
     fc = forecast(p, table)
     last = table.values[table.offsets[1] - 16 : table.offsets[1]]
@@ -62,7 +68,7 @@ def test_forecast_matches_the_model_on_the_last_window(table, tmp_path):
 
 def test_backtest_rows_and_baselines_by_hand(table, tmp_path):
     registry = Registry(tmp_path)
-    entry = train(table, TrainConfig(model="lstm", horizon=4, **SMALL), registry=registry)
+    entry = train(table, config(model="lstm", horizon=4, **SMALL), registry=registry)
     p = Predictor.load(entry.ref, registry)
     bt = backtest(p, table, windows=3, step=5)
     v = table.values[: table.offsets[1]]
@@ -83,7 +89,7 @@ def test_backtest_rows_and_baselines_by_hand(table, tmp_path):
 
 def test_refit_backtest_trains_without_the_future(table, tmp_path):
     registry = Registry(tmp_path)
-    entry = train(table, TrainConfig(model="lstm", **SMALL), registry=registry)
+    entry = train(table, config(model="lstm", **SMALL), registry=registry)
     p = Predictor.load(entry.ref, registry)
     result = evaluate(p, table, windows=2, step=1, refit=True)
     assert len(result.backtest) == 2 * 2
@@ -93,38 +99,38 @@ def test_refit_backtest_trains_without_the_future(table, tmp_path):
 
 def test_evaluate_notes_targets_the_model_was_trained_on(table, tmp_path):
     registry = Registry(tmp_path)
-    inside = train(table, TrainConfig(model="lstm", **SMALL), registry=registry)
+    inside = train(table, config(model="lstm", **SMALL), registry=registry)
     result = evaluate(Predictor.load(inside.ref, registry), table, windows=2, step=3)
-    until = inside.manifest["data"]["trained_until"]
+    until = inside.manifest.schema.trained_until
     assert result.notes == [
         f"4 of 4 backtest targets are on or before {until}, data the model was trained or validated on; "
         "train with --test-size for an out-of-sample backtest"
     ]
-    held_out = train(table, TrainConfig(model="lstm", test_size=4, **SMALL), registry=registry)
-    assert held_out.manifest["data"]["trained_until"] == "2024-01-03T17:50:00"  # row 395 of 400
+    held_out = train(table, config(model="lstm", test_size=4, **SMALL), registry=registry)
+    assert held_out.manifest.schema.trained_until == "2024-01-03T17:50:00"  # row 395 of 400
     assert evaluate(Predictor.load(held_out.ref, registry), table, windows=2, step=3).notes == []
 
 
 def test_max_windows_samples_each_epoch(table, tmp_path):
     registry = Registry(tmp_path)
-    entry = train(table, TrainConfig(model="lstm", max_windows=100, **SMALL), registry=registry)
-    assert entry.manifest["training"]["config"]["max_windows"] == 100
-    assert entry.manifest["training"]["train_windows"] > 100  # the dataset is larger than the sample
+    entry = train(table, config(model="lstm", max_windows=100, **SMALL), registry=registry)
+    assert entry.manifest.train.max_windows == 100
+    assert entry.manifest.training.train_windows > 100  # the dataset is larger than the sample
     ds = WindowDataset(table, 16, part="train", val_size=0.1)
     gen = torch.Generator().manual_seed(0)
     drawn = torch.cat([y for _, y in ds.iter_batches(64, shuffle=True, generator=gen, limit=100)])
     assert drawn.shape == (100, 1)
-    with pytest.raises(QKANForecastError, match="--max-windows must be at least 1, got 0"):
-        TrainConfig(max_windows=0)
+    with pytest.raises(QKANForecastError, match="max_windows must be at least 1, got 0"):
+        config(max_windows=0)
 
 
 def test_conformal_intervals(tmp_path):
     table = Table.from_frame(sine_panel(steps=1200))
     registry = Registry(tmp_path)
-    config = TrainConfig(model="lstm", horizon=2, test_size=300, val_size=300, **{**SMALL, "epochs": 5})
-    entry = train(table, config, registry=registry)
-    assert entry.manifest["calibration"]["levels"] == [50, 80, 90, 95, 99]
-    widths = np.array(entry.manifest["calibration"]["half_widths"])  # [levels, H]
+    settings = config(model="lstm", horizon=2, test_size=300, val_size=300, **{**SMALL, "epochs": 5})
+    entry = train(table, settings, registry=registry)
+    assert entry.manifest.calibration.levels == [50, 80, 90, 95, 99]
+    widths = np.array(entry.manifest.calibration.half_widths)  # [levels, H]
     assert widths.shape == (5, 2) and (np.diff(widths, axis=0) >= 0).all()
     p = Predictor.load(entry.ref, registry)
     fc = forecast(p, table, levels=[90, 50])
@@ -165,7 +171,7 @@ def test_season_length():
 
 def test_too_short_series_is_an_error(table, tmp_path):
     registry = Registry(tmp_path)
-    entry = train(table, TrainConfig(model="lstm", **SMALL), registry=registry)
+    entry = train(table, config(model="lstm", **SMALL), registry=registry)
     short = Table.from_frame(sine_panel(steps=10))
     with pytest.raises(
         QKANForecastError, match="series 'cell0' has 10 steps; a lookback of 16 needs at least 16"

@@ -4,11 +4,23 @@ import multiprocessing as mp
 import pytest
 import torch
 
+from qkanforecast.config import DataConfig, ModelConfig, TrainConfig
 from qkanforecast.errors import QKANForecastError
+from qkanforecast.manifest import Epoch, Manifest, ScalerState, Schema, Training
 from qkanforecast.registry import FORMAT_VERSION, Registry, default_root
 
 STATE = {"w": torch.arange(6.0).reshape(2, 3)}
-MANIFEST = {"model": {"name": "lstm", "config": {}, "num_parameters": 6}}
+MANIFEST = Manifest(
+    name="",
+    model=ModelConfig(model="lstm"),
+    data=DataConfig(),
+    train=TrainConfig(),
+    schema=Schema(freq="h", series=1),
+    num_parameters=6,
+    scaler=ScalerState("standard", ["a"], [0.0], [1.0]),
+    training=Training(None, 10, 0, 0.1, 1, 0.5, 0.5),
+    history=[Epoch(1, 0.5, 0.5, 0.1, 100.0)],
+)
 
 
 def test_publish_resolve_and_load(tmp_path):
@@ -20,8 +32,8 @@ def test_publish_resolve_and_load(tmp_path):
     assert reg.resolve("net@v1") == tmp_path / "net" / "v1"
     assert reg.resolve(str(tmp_path / "net" / "v1")) == tmp_path / "net" / "v1"
     entry = reg.get("net@v1")
-    assert entry.manifest["format_version"] == FORMAT_VERSION
-    assert entry.manifest["torch_version"] == torch.__version__
+    assert entry.manifest.format_version == FORMAT_VERSION
+    assert entry.manifest.torch_version == torch.__version__
     assert torch.equal(reg.load_state_dict(entry)["w"], STATE["w"])
     assert [e.ref for e in reg.entries()] == ["net@v1", "net@v2"]
     assert not [p for p in (tmp_path / "net").iterdir() if p.name.startswith(".")]

@@ -12,6 +12,7 @@ report parameter counts next to each other; see ``count_parameters``):
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, cast
 
 from torch import Tensor, nn
@@ -185,8 +186,18 @@ MODELS: dict[str, type[nn.Module]] = {
 }
 
 
-def build_model(name: str, **kwargs: Any) -> nn.Module:
+def build_model(name: Any, **kwargs: Any) -> nn.Module:
     """Build a forecaster by name; kwargs go to its constructor (``None`` values are dropped)."""
+    from qkanforecast.config import ModelConfig, to_dict
+
+    if isinstance(name, ModelConfig):  # transitional, until the forecasters take a ModelConfig
+        config = name.resolved()
+        flat = {k: v for k, v in to_dict(config).items() if k not in ("model", "qkan")}
+        flat.update(to_dict(config.qkan))
+        accepted = inspect.signature(MODELS[config.model]).parameters
+        model = build_model(config.model, **{k: v for k, v in flat.items() if k in accepted})
+        model.config = config  # type: ignore[assignment]
+        return model
     if name not in MODELS:
         raise QKANForecastError(f"unknown model {name!r}; choose from {', '.join(sorted(MODELS))}")
     cls = MODELS[name]

@@ -1,0 +1,165 @@
+"""The Typer apps, the error handling every command shares, and the options shared by several commands.
+
+stdout carries data only (tables, references); progress and notes go to stderr. A user mistake prints one
+``Error: ...`` line on stderr and exits 1; bad usage exits 2. Heavy modules (torch, pandas) are imported
+inside the commands, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from qkanforecast import __version__
+from qkanforecast.config import Columns, ConfigError, Fill
+from qkanforecast.errors import QKANForecastError
+
+if TYPE_CHECKING:
+    from qkanforecast.data import Table
+    from qkanforecast.registry import Registry
+
+err = Console(stderr=True)
+
+
+def example(command: str) -> str:
+    """A help epilog (shown after the options) that Click prints as is."""
+    return f"Example:\n\n\b\n  {command}"
+
+
+def shown(value: Any) -> str:
+    """A default as the help shows it: ``[default: VALUE]``."""
+    if isinstance(value, Enum):
+        value = value.value
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+app = typer.Typer(
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    add_completion=False,
+    rich_markup_mode=None,
+    help="Forecast telecom time series with QKAN-LSTM, HQKAN-LSTM and LSTM models.",
+    epilog=example("qkanforecast train data.csv && qkanforecast forecast data.csv --model qkan-lstm"),
+)
+models_app = typer.Typer(
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="List, inspect and remove registered models.",
+    epilog=example("qkanforecast models list"),
+)
+app.add_typer(models_app, name="models")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def say(message: str) -> None:
+    """One line on stderr, printed as is."""
+    err.print(message, markup=False, highlight=False, soft_wrap=True)
+
+
+def user_errors(func: F) -> F:
+    """Turn user mistakes into one ``Error:`` line and exit status 1; anything else keeps its traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ConfigError as exc:  # a configuration field: name it as the flag that sets it
+            say(f"Error: --{exc.field.replace('_', '-')} {exc.detail}")
+            raise typer.Exit(1) from None
+        except QKANForecastError as exc:
+            say(f"Error: {exc}")
+            raise typer.Exit(1) from None
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+            say(f"Error: {exc.filename}: {exc.strerror}")
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            say("Error: interrupted; nothing was written")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"qkanforecast {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    """Forecast telecom time series with QKAN-LSTM, HQKAN-LSTM and LSTM models."""
+
+
+# -- options shared by several commands ---------------------------------------------------------------------
+_COLUMNS = Columns()
+_FROM_MODEL = "forecast and evaluate default to the model's training data"
+DataArg = Annotated[str, typer.Argument(help="CSV or Parquet file, or - for stdin.", show_default=False)]
+IdCol = Annotated[
+    str | None,
+    typer.Option(
+        "--id-col", help=f"Series id column; absent: one series.  [default: {_COLUMNS.id_col}; {_FROM_MODEL}]"
+    ),
+]
+TimeCol = Annotated[
+    str | None, typer.Option("--time-col", help=f"Timestamp column.  [default: {_COLUMNS.time_col}]")
+]
+TargetCol = Annotated[
+    str | None, typer.Option("--target-col", help=f"Target value column.  [default: {_COLUMNS.target_col}]")
+]
+Wide = Annotated[bool, typer.Option("--wide", help="One column per series next to the time column.")]
+Freq = Annotated[
+    str | None, typer.Option("--freq", help="Expected frequency, e.g. 10min, h, D (default: inferred).")
+]
+FillOpt = Annotated[
+    Fill, typer.Option("--fill", help="Gaps and NaN: none (stop with an error), ffill, linear, zero.")
+]
+RegistryOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--registry",
+        help="Registry root (default: $QKANFORECAST_HOME or the user data directory).",
+        show_default=False,
+    ),
+]
+ModelRef = Annotated[
+    str, typer.Option("--model", "-m", help="Model reference: NAME, NAME@vN, NAME@latest or a path.")
+]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or notes on stderr.")]
+
+
+def read_input(
+    data: str, columns: Columns, wide: bool, freq: str | None, fill: Fill, min_length: int | None = None
+) -> Table:
+    from qkanforecast.data import IngestOptions, read_table
+
+    options = IngestOptions(
+        id_col=columns.id_col,
+        time_col=columns.time_col,
+        target_col=columns.target_col,
+        wide=wide,
+        freq=freq,
+        fill=fill.value,
+        min_length=min_length,
+    )
+    return read_table(data, options)
+
+
+def open_registry(root: Path | None) -> Registry:
+    from qkanforecast.registry import Registry
+
+    return Registry(root)
+
+
+def source_of(data: str) -> str:
+    return "<stdin>" if data == "-" else str(Path(data).resolve())

@@ -1,0 +1,54 @@
+"""``qkanforecast ingest``: validate a table and write the canonical long table."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from qkanforecast.cli.app import (
+    DataArg,
+    FillOpt,
+    Freq,
+    IdCol,
+    Quiet,
+    TargetCol,
+    TimeCol,
+    Wide,
+    app,
+    err,
+    example,
+    read_input,
+    user_errors,
+)
+from qkanforecast.config import Columns, Fill
+
+
+@app.command(
+    epilog=example("qkanforecast ingest traffic.csv --id-col cell --time-col time -o traffic.parquet")
+)
+@user_errors
+def ingest(
+    data: DataArg,
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="Output path (.parquet or .csv), or - for CSV on stdout.")
+    ] = "-",
+    id_col: IdCol = None,
+    time_col: TimeCol = None,
+    target_col: TargetCol = None,
+    wide: Wide = False,
+    freq: Freq = None,
+    fill: FillOpt = Fill.NONE,
+    min_length: Annotated[
+        int | None, typer.Option("--min-length", min=1, help="Reject series shorter than this.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary on stderr as JSON.")] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Validate a CSV or Parquet table and write it as the canonical long table (unique_id, ds, y)."""
+    from qkanforecast.data import print_report, write_table
+
+    table = read_input(data, Columns().given(id_col, time_col, target_col), wide, freq, fill, min_length)
+    write_table(table, output)
+    if not quiet or as_json:
+        print_report(table, err, as_json=as_json)

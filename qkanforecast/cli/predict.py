@@ -1,0 +1,155 @@
+"""``qkanforecast forecast`` and ``evaluate``: a registered model applied to a table."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+
+from qkanforecast.cli.app import (
+    DataArg,
+    FillOpt,
+    Freq,
+    IdCol,
+    ModelRef,
+    Quiet,
+    RegistryOpt,
+    TargetCol,
+    TimeCol,
+    Wide,
+    app,
+    err,
+    example,
+    open_registry,
+    read_input,
+    say,
+    user_errors,
+)
+from qkanforecast.cli.render import show_table
+from qkanforecast.config import INTERVAL_LEVELS, Fill, OutFormat
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from qkanforecast.data import Table
+    from qkanforecast.forecast import Predictor
+
+Format = Annotated[
+    OutFormat | None, typer.Option("--format", help="Output format (default: from the suffix).")
+]
+
+
+def _load(
+    model: str,
+    registry: Path | None,
+    data: str,
+    id_col: str | None,
+    time_col: str | None,
+    target_col: str | None,
+    wide: bool,
+    freq: str | None,
+    fill: Fill,
+) -> tuple[Predictor, Table]:
+    """The registered model and the table read with its column names (those given win)."""
+    from qkanforecast.forecast import Predictor
+
+    predictor = Predictor.load(model, open_registry(registry))
+    columns = predictor.entry.manifest.schema.columns.given(id_col, time_col, target_col)
+    return predictor, read_input(data, columns, wide, freq, fill)
+
+
+@app.command(
+    epilog=example(
+        "qkanforecast forecast traffic.parquet --model qkan-lstm@latest --level 90 -o forecast.csv"
+    )
+)
+@user_errors
+def forecast(
+    data: DataArg,
+    model: ModelRef,
+    output: Annotated[str, typer.Option("--output", "-o", help="Output file, or - for CSV on stdout.")] = "-",
+    fmt: Format = None,
+    steps: Annotated[
+        int | None,
+        typer.Option(
+            "--steps", min=1, help="Steps to forecast (default: the model's horizon; more are recursive)."
+        ),
+    ] = None,
+    level: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--level",
+            help="Add a conformal prediction interval, columns <model>-lo-L and <model>-hi-L; "
+            f"L is one of {', '.join(map(str, INTERVAL_LEVELS))}; repeatable.",
+        ),
+    ] = None,
+    registry: RegistryOpt = None,
+    id_col: IdCol = None,
+    time_col: TimeCol = None,
+    target_col: TargetCol = None,
+    wide: Wide = False,
+    freq: Freq = None,
+    fill: FillOpt = Fill.NONE,
+    quiet: Quiet = False,
+) -> None:
+    """Forecast the steps after the end of every series of DATA, in original units."""
+    from qkanforecast.data import write_frame
+    from qkanforecast.forecast import forecast as run_forecast
+
+    predictor, table = _load(model, registry, data, id_col, time_col, target_col, wide, freq, fill)
+    frame = run_forecast(predictor, table, steps, level)
+    write_frame(frame, output, fmt.value if fmt else None)
+    if not quiet and output != "-":
+        say(f"{len(frame):,} forecasts of {frame['unique_id'].nunique():,} series written to {output}")
+
+
+@app.command(
+    epilog=example(
+        "qkanforecast evaluate traffic.parquet --model qkan-lstm --windows 7 --step 144 -o backtest.csv"
+    )
+)
+@user_errors
+def evaluate(
+    data: DataArg,
+    model: ModelRef,
+    windows: Annotated[int, typer.Option(min=1, help="Backtest origins per series.")] = 3,
+    step: Annotated[
+        int | None, typer.Option(min=1, help="Steps between origins (default: the model's horizon).")
+    ] = None,
+    refit: Annotated[bool, typer.Option("--refit", help="Retrain the model for every window.")] = False,
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="Write the backtest table here (- for stdout).")
+    ] = None,
+    fmt: Format = None,
+    per_series: Annotated[bool, typer.Option("--per-series", help="Also score every series.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON lines.")] = False,
+    registry: RegistryOpt = None,
+    id_col: IdCol = None,
+    time_col: TimeCol = None,
+    target_col: TargetCol = None,
+    wide: Wide = False,
+    freq: Freq = None,
+    fill: FillOpt = Fill.NONE,
+    quiet: Quiet = False,
+) -> None:
+    """Backtest a model on the last windows of every series against naive and seasonal-naive forecasts."""
+    from qkanforecast.data import write_frame
+    from qkanforecast.evaluate import evaluate as run_evaluate
+
+    predictor, table = _load(model, registry, data, id_col, time_col, target_col, wide, freq, fill)
+    result = run_evaluate(predictor, table, windows, step, refit, per_series)
+    backtest = result.backtest
+    if output is not None:
+        write_frame(backtest, output, fmt.value if fmt else None)
+    console = err if output == "-" else Console()  # the backtest owns stdout when written there
+    title = (
+        f"{predictor.entry.ref}: {backtest['cutoff'].nunique()} cutoffs, "
+        f"{backtest['unique_id'].nunique()} series"
+    )
+    show_table(result.metrics, title, console, as_json)
+    if not quiet:
+        for note in result.notes:
+            say(f"note: {note}")
+        if output not in (None, "-"):
+            say(f"backtest of {len(backtest):,} rows written to {output}")

@@ -1,0 +1,54 @@
+"""How the commands show things: tables (rich on a terminal, aligned text in a pipe, JSON lines) and
+the per-epoch progress line."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from qkanforecast.cli.app import say
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from qkanforecast.manifest import Epoch
+
+
+def show_table(frame: pd.DataFrame, title: str, console: Console, as_json: bool) -> None:
+    """A table as JSON lines, a rich table on a terminal, or plain aligned text in a pipe."""
+    if as_json:
+        for row in frame.to_dict(orient="records"):
+            text = json.dumps({k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()})
+            console.print(text, markup=False, highlight=False, soft_wrap=True)
+    elif console.is_terminal:
+        table = RichTable(title=title)
+        for col in frame.columns:
+            table.add_column(str(col), justify="right" if frame[col].dtype.kind in "if" else "left")
+        for row in frame.itertuples(index=False):
+            table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
+        console.print(table)
+    elif len(frame):
+        text = frame.to_string(index=False, float_format=lambda v: f"{v:.4g}")
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def progress_printer() -> Callable[[Epoch, int, bool], None]:
+    """One line per epoch on stderr: losses, speed and the time left at the current pace."""
+    elapsed = 0.0
+
+    def show(record: Epoch, total: int, improved: bool) -> None:
+        nonlocal elapsed
+        elapsed += record.seconds
+        eta = elapsed / record.epoch * (total - record.epoch)
+        mark = "*" if improved else " "
+        say(
+            f"epoch {record.epoch:>3}/{total}  train {record.train_loss:.4g}  "
+            f"val {record.val_loss:.4g}{mark} "
+            f"{record.windows_per_s:,.0f} windows/s  ETA {eta:.0f}s"
+        )
+
+    return show

@@ -1,0 +1,124 @@
+"""``qkanforecast train``: fit one global model and publish it in the registry.
+
+Every option that configures the run is a field of ``Settings`` (config.py) under the same name; the help
+shows the field's default, and only the options given on the command line are applied (a warm start keeps
+the checkpoint's values for the rest).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from qkanforecast.cli.app import (
+    DataArg,
+    FillOpt,
+    Freq,
+    IdCol,
+    Quiet,
+    RegistryOpt,
+    TargetCol,
+    TimeCol,
+    Wide,
+    app,
+    example,
+    open_registry,
+    read_input,
+    say,
+    shown,
+    source_of,
+    user_errors,
+)
+from qkanforecast.cli.render import progress_printer
+from qkanforecast.config import FAMILIES, OPTIONS, Columns, Family, Fill, Readout, Scaler, Settings
+
+_S = Settings()
+_FAMILY_SIZES = ", ".join(f"{name} {info.hidden_size}" for name, info in FAMILIES.items())
+
+
+def _opt(default: Any, help: str, **kwargs: Any) -> Any:
+    """An option whose value None means "not given"; the help shows the default of its config field."""
+    return typer.Option(help=f"{help}  [default: {shown(default)}]", show_default=False, **kwargs)
+
+
+@app.command(epilog=example("ref=$(qkanforecast train traffic.parquet --lookback 144 --horizon 6 -q)"))
+@user_errors
+def train(
+    data: DataArg,
+    model: Annotated[Family | None, _opt(_S.model.model, "Model family.")] = None,
+    lookback: Annotated[int | None, _opt(_S.data.lookback, "Input steps per window.", min=1)] = None,
+    horizon: Annotated[int | None, _opt(_S.data.horizon, "Steps forecast at once.", min=1)] = None,
+    hidden_size: Annotated[
+        int | None, _opt(f"the family's: {_FAMILY_SIZES}", "Hidden units.", min=1)
+    ] = None,
+    num_layers: Annotated[int | None, _opt(_S.model.num_layers, "Stacked recurrent layers.", min=1)] = None,
+    reps: Annotated[
+        int | None, _opt(_S.model.qkan.reps, "DARUAN re-uploading repetitions (QKAN models).", min=1)
+    ] = None,
+    readout: Annotated[Readout | None, _opt(_S.model.qkan.readout, "DARUAN read-out (QKAN models).")] = None,
+    epochs: Annotated[int | None, _opt(_S.train.epochs, "Maximum epochs.", min=1)] = None,
+    batch_size: Annotated[int | None, _opt(_S.train.batch_size, "Windows per batch.", min=1)] = None,
+    lr: Annotated[float | None, _opt(_S.train.lr, "Adam learning rate.")] = None,
+    val_size: Annotated[
+        float | None, _opt(_S.data.val_size, "Validation tail per series: fraction (<1) or steps.", min=0)
+    ] = None,
+    test_size: Annotated[
+        float | None,
+        _opt(_S.data.test_size, "Tail per series left out of training entirely: fraction (<1) or steps.",
+             min=0),
+    ] = None,
+    patience: Annotated[
+        int | None,
+        _opt(_S.train.patience, "Epochs without validation gain before stopping (0: never).", min=0),
+    ] = None,
+    scaler: Annotated[Scaler | None, _opt(_S.data.scaler, "Per-series scaler.")] = None,
+    seed: Annotated[int | None, _opt(_S.train.seed, "Random seed.")] = None,
+    max_windows: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Train each epoch on a fresh random sample of this many windows (large panels)."
+        ),
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Registry name (default: the model family).")] = None,
+    from_ref: Annotated[
+        str | None, typer.Option("--from", help="Warm-start from this registered model.")
+    ] = None,
+    registry: RegistryOpt = None,
+    id_col: IdCol = None,
+    time_col: TimeCol = None,
+    target_col: TargetCol = None,
+    wide: Wide = False,
+    freq: Freq = None,
+    fill: FillOpt = Fill.NONE,
+    quiet: Quiet = False,
+) -> None:
+    """Train one global model over every series of DATA and print its registry reference (NAME@vN)."""
+    from qkanforecast.train import train as run_training
+    from qkanforecast.train import warm_settings
+
+    given = {k: v for k, v in locals().items() if k in OPTIONS and v is not None}
+    reg = open_registry(registry)
+    warm = None
+    if from_ref is not None:
+        warm = reg.get(from_ref)
+        settings = warm_settings(warm, given)
+        name = name or warm.name
+    else:
+        settings = Settings().updated(given)
+    columns = (warm.manifest.schema.columns if warm else Columns()).given(id_col, time_col, target_col)
+    table = read_input(data, columns, wide, freq, fill)
+    entry = run_training(
+        table,
+        settings,
+        name=name,
+        registry=reg,
+        warm_start=warm,
+        source=source_of(data),
+        columns=columns,
+        progress=None if quiet else progress_printer(),
+    )
+    if not quiet:
+        best = entry.manifest.training
+        say(f"best epoch {best.best_epoch}: val loss {best.val_loss:.4g}; saved {entry.path}")
+    typer.echo(entry.ref)

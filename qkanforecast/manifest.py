@@ -1,0 +1,188 @@
+"""The typed manifest of a registered model version (``manifest.json``), validated on load.
+
+Format 2 is ``to_dict(Manifest)``: the three configurations (``ModelConfig``, ``DataConfig``,
+``TrainConfig``) as the run used them, the data schema, the scaler state, the training record and the
+conformal calibration. Format 1 (qkanforecast 0.1, flat constructor arguments and one ``TrainConfig``
+dict) is read and converted; nothing is ever rewritten on disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from qkanforecast.config import (
+    Columns,
+    ConfigError,
+    DataConfig,
+    ModelConfig,
+    QKANSpec,
+    TrainConfig,
+    from_dict,
+    to_dict,
+)
+from qkanforecast.errors import QKANForecastError
+
+FORMAT_VERSION = 2
+
+
+@dataclass(frozen=True)
+class Epoch:
+    """One line of the training history."""
+
+    epoch: int
+    train_loss: float
+    val_loss: float
+    seconds: float
+    windows_per_s: float
+
+
+@dataclass(frozen=True)
+class Schema:
+    """What the model was trained on: the frequency, the series, where the data came from."""
+
+    freq: str
+    series: int
+    source: str | None = None
+    trained_until: str | None = None  # the last timestamp training or validation read
+    columns: Columns = dataclasses.field(default_factory=Columns)
+
+
+@dataclass(frozen=True)
+class ScalerState:
+    """Per-series ``(v - loc) / scale`` statistics, one entry per series seen in training."""
+
+    kind: str
+    unique_id: list[str]
+    loc: list[float]
+    scale: list[float]
+
+    def __post_init__(self) -> None:
+        if not len(self.unique_id) == len(self.loc) == len(self.scale):
+            raise QKANForecastError(
+                f"scaler state: {len(self.unique_id)} ids but {len(self.loc)} locations and "
+                f"{len(self.scale)} scales"
+            )
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Split-conformal half-widths per level and horizon step, in scaled units."""
+
+    method: str
+    windows: int
+    levels: list[int]
+    half_widths: list[list[float]]  # [levels, H]
+
+    def __post_init__(self) -> None:
+        if len(self.half_widths) != len(self.levels):
+            raise QKANForecastError(
+                f"calibration: {len(self.levels)} levels but {len(self.half_widths)} rows of half-widths"
+            )
+
+
+@dataclass(frozen=True)
+class Training:
+    """How the weights came to be: the run's size and time, and the version it started from."""
+
+    warm_start: str | None
+    train_windows: int
+    val_windows: int
+    seconds: float
+    best_epoch: int
+    train_loss: float  # at the best epoch
+    val_loss: float  # at the best epoch (the training loss when there was no validation part)
+
+
+@dataclass(frozen=True)
+class Weights:
+    file: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything needed to rebuild, check and describe one registered version."""
+
+    name: str
+    model: ModelConfig
+    data: DataConfig
+    train: TrainConfig
+    schema: Schema
+    num_parameters: int
+    scaler: ScalerState
+    training: Training
+    history: list[Epoch]
+    calibration: Calibration | None = None
+    weights: Weights | None = None  # set by the registry when it publishes
+    created: str = ""
+    qkanforecast_version: str = ""
+    torch_version: str = ""
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    @classmethod
+    def from_json(cls, data: Any) -> Manifest:
+        """Validate a parsed ``manifest.json`` of any known format into a ``Manifest``."""
+        if not isinstance(data, dict):
+            raise QKANForecastError(f"expected a JSON object, got {type(data).__name__}")
+        fmt = data.get("format_version")
+        if fmt == 1:
+            data = _from_format_1(data)
+        elif fmt != FORMAT_VERSION:
+            raise QKANForecastError(f"unknown format_version {fmt!r}")
+        try:
+            return from_dict(cls, data, "manifest")
+        except ConfigError as exc:
+            raise QKANForecastError(f"manifest: {exc}") from None
+
+
+def _from_format_1(old: dict[str, Any]) -> dict[str, Any]:
+    """Convert a format-1 manifest (qkanforecast 0.1) to the format-2 layout."""
+    try:
+        model, data, training = old["model"], old["data"], old["training"]
+        flat, run = dict(model["config"]), dict(training["config"])
+        qkan_keys = {f.name for f in dataclasses.fields(QKANSpec)}
+        model_keys = {f.name for f in dataclasses.fields(ModelConfig)}
+        model_config = {k: v for k, v in flat.items() if k in model_keys}
+        model_config["qkan"] = {k: v for k, v in flat.items() if k in qkan_keys}
+        model_config["model"] = model["name"]
+        data_keys = {f.name for f in dataclasses.fields(DataConfig)}
+        train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
+        metrics = old["metrics"]
+        return {
+            "format_version": FORMAT_VERSION,
+            "name": old["name"],
+            "created": old.get("created", ""),
+            "qkanforecast_version": old.get("qkanforecast_version", ""),
+            "torch_version": old.get("torch_version", ""),
+            "model": model_config,
+            "num_parameters": model["num_parameters"],
+            "data": {k: v for k, v in run.items() if k in data_keys},
+            "train": {k: v for k, v in run.items() if k in train_keys},
+            "schema": {
+                "freq": data["freq"],
+                "series": data["series"],
+                "source": data.get("source"),
+                "trained_until": data.get("trained_until"),
+                "columns": data.get("columns") or to_dict(Columns()),
+            },
+            "scaler": old["scaler"],
+            "training": {
+                "warm_start": training.get("warm_start"),
+                "train_windows": training["train_windows"],
+                "val_windows": training["val_windows"],
+                "seconds": training["seconds"],
+                "best_epoch": metrics["best_epoch"],
+                "train_loss": metrics["train_loss"],
+                "val_loss": metrics["val_loss"],
+            },
+            "history": old["history"],
+            "calibration": old.get("calibration"),
+            "weights": old.get("weights"),
+        }
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise QKANForecastError(f"format 1 manifest without {exc}") from None
