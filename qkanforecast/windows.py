@@ -27,10 +27,11 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from qkanforecast.config import Scaler
 from qkanforecast.data import Table
 from qkanforecast.errors import QKANForecastError
 
-SCALERS = ("standard", "robust", "minmax", "none")
+SCALERS = tuple(k.value for k in Scaler)
 PARTS = ("train", "val", "test")
 
 

@@ -26,6 +26,12 @@ def sine_panel(n_series: int = 2, steps: int = 400, freq: str = "10min", seed: i
     return pd.concat(rows, ignore_index=True)
 
 
+@pytest.fixture(autouse=True)
+def _private_registry(tmp_path, monkeypatch):
+    """No test writes to the user's registry: the default registry root is a temporary directory."""
+    monkeypatch.setenv("QKANFORECAST_HOME", str(tmp_path / "default-registry"))
+
+
 @pytest.fixture
 def panel_csv(tmp_path):
     path = tmp_path / "panel.csv"

@@ -199,6 +199,7 @@ def test_frequency_mismatch_and_no_partial_output(runner, panel_csv, registry, t
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".fc")]
 
 
+@pytest.mark.slow
 def test_shell_pipeline(panel_csv, tmp_path):
     env = {**os.environ, "QKANFORECAST_HOME": str(tmp_path / "home")}
     exe = [sys.executable, "-m", "qkanforecast"]
@@ -226,6 +227,7 @@ def test_forecast_defaults_to_the_training_column_names(runner, tmp_path, regist
     assert result.stdout.splitlines()[0] == "unique_id,ds,lstm" and len(result.stdout.splitlines()) == 3
 
 
+@pytest.mark.slow
 def test_two_trainings_of_one_name_at_once_get_their_own_versions(panel_csv, tmp_path):
     env = {**os.environ, "QKANFORECAST_HOME": str(tmp_path / "home")}
     cmd = [

@@ -179,6 +179,7 @@ def test_too_short_series_is_an_error(table, tmp_path):
         forecast(Predictor.load(entry.ref, registry), short)
 
 
+@pytest.mark.slow
 def test_killed_training_leaves_nothing(tmp_path, panel_csv):
     env = {**os.environ, "QKANFORECAST_HOME": str(tmp_path / "reg")}
     cmd = [

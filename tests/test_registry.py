@@ -99,6 +99,7 @@ def _publish_many(root, count, queue):
     queue.put([reg.publish("shared", STATE, MANIFEST).version for _ in range(count)])
 
 
+@pytest.mark.slow
 def test_concurrent_publishers_never_share_a_version(tmp_path):
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
