@@ -8,7 +8,9 @@ inside the commands, so ``--help`` stays fast.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -105,25 +107,6 @@ def main(
 _COLUMNS = Columns()
 _FROM_MODEL = "forecast and evaluate default to the model's training data"
 DataArg = Annotated[str, typer.Argument(help="CSV or Parquet file, or - for stdin.", show_default=False)]
-IdCol = Annotated[
-    str | None,
-    typer.Option(
-        "--id-col", help=f"Series id column; absent: one series.  [default: {_COLUMNS.id_col}; {_FROM_MODEL}]"
-    ),
-]
-TimeCol = Annotated[
-    str | None, typer.Option("--time-col", help=f"Timestamp column.  [default: {_COLUMNS.time_col}]")
-]
-TargetCol = Annotated[
-    str | None, typer.Option("--target-col", help=f"Target value column.  [default: {_COLUMNS.target_col}]")
-]
-Wide = Annotated[bool, typer.Option("--wide", help="One column per series next to the time column.")]
-Freq = Annotated[
-    str | None, typer.Option("--freq", help="Expected frequency, e.g. 10min, h, D (default: inferred).")
-]
-FillOpt = Annotated[
-    Fill, typer.Option("--fill", help="Gaps and NaN: none (stop with an error), ffill, linear, zero.")
-]
 RegistryOpt = Annotated[
     Path | None,
     typer.Option(
@@ -138,21 +121,82 @@ ModelRef = Annotated[
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or notes on stderr.")]
 
 
-def read_input(
-    data: str, columns: Columns, wide: bool, freq: str | None, fill: Fill, min_length: int | None = None
-) -> Table:
-    from qkanforecast.data import IngestOptions, read_table
+@dataclass(frozen=True)
+class Input:
+    """How to read DATA: the options every command that reads a table shares (see ``with_input``)."""
 
-    options = IngestOptions(
-        id_col=columns.id_col,
-        time_col=columns.time_col,
-        target_col=columns.target_col,
-        wide=wide,
-        freq=freq,
-        fill=fill.value,
-        min_length=min_length,
-    )
-    return read_table(data, options)
+    id_col: str | None = None
+    time_col: str | None = None
+    target_col: str | None = None
+    wide: bool = False
+    freq: str | None = None
+    fill: Fill = Fill.NONE
+
+    def read(self, data: str, columns: Columns = _COLUMNS, min_length: int | None = None) -> Table:
+        """Read DATA with these options; column names not given come from ``columns``."""
+        from qkanforecast.data import IngestOptions, read_table
+
+        names = columns.given(self.id_col, self.time_col, self.target_col)
+        options = IngestOptions(
+            id_col=names.id_col,
+            time_col=names.time_col,
+            target_col=names.target_col,
+            wide=self.wide,
+            freq=self.freq,
+            fill=self.fill.value,
+            min_length=min_length,
+        )
+        return read_table(data, options)
+
+
+INPUT = Input()  # the default of a command's ``inputs`` parameter (replaced by its options)
+
+_INPUT_OPTIONS = {
+    "id_col": Annotated[
+        str | None,
+        typer.Option(
+            "--id-col",
+            help=f"Series id column; absent: one series.  [default: {_COLUMNS.id_col}; {_FROM_MODEL}]",
+        ),
+    ],
+    "time_col": Annotated[
+        str | None, typer.Option("--time-col", help=f"Timestamp column.  [default: {_COLUMNS.time_col}]")
+    ],
+    "target_col": Annotated[
+        str | None,
+        typer.Option("--target-col", help=f"Target value column.  [default: {_COLUMNS.target_col}]"),
+    ],
+    "wide": Annotated[bool, typer.Option("--wide", help="One column per series next to the time column.")],
+    "freq": Annotated[
+        str | None, typer.Option("--freq", help="Expected frequency, e.g. 10min, h, D (default: inferred).")
+    ],
+    "fill": Annotated[
+        Fill, typer.Option("--fill", help="Gaps and NaN: none (stop with an error), ffill, linear, zero.")
+    ],
+}
+
+
+def with_input(func: F) -> F:
+    """Give a command the shared input options: its parameter ``inputs: Input`` becomes the options
+    ``--id-col, --time-col, --target-col, --wide, --freq, --fill`` in the help (before ``-q``), and an
+    ``Input`` again when the command runs."""
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    own = [p.replace(kind=keyword) for p in inspect.signature(func, eval_str=True).parameters.values()]
+    added = [
+        inspect.Parameter(name, keyword, default=getattr(INPUT, name), annotation=hint)
+        for name, hint in _INPUT_OPTIONS.items()
+    ]
+    params = [p for p in own if p.name not in ("inputs", "quiet")] + added + [p for p in own if p.name == "quiet"]
+
+    @functools.wraps(func)
+    def wrapper(**kwargs: Any) -> Any:
+        inputs = Input(**{name: kwargs.pop(name) for name in _INPUT_OPTIONS})
+        return func(inputs=inputs, **kwargs)
+
+    del wrapper.__wrapped__  # type: ignore[attr-defined]  # typer must read the new signature, not func's
+    wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper  # type: ignore[return-value]
 
 
 def open_registry(root: Path | None) -> Registry:

@@ -7,38 +7,29 @@ from typing import Annotated
 import typer
 
 from qkanforecast.cli.app import (
+    INPUT,
     DataArg,
-    FillOpt,
-    Freq,
-    IdCol,
+    Input,
     Quiet,
-    TargetCol,
-    TimeCol,
-    Wide,
     app,
     err,
     example,
-    read_input,
     user_errors,
+    with_input,
 )
-from qkanforecast.config import Columns, Fill
 
 
 @app.command(
     epilog=example("qkanforecast ingest traffic.csv --id-col cell --time-col time -o traffic.parquet")
 )
 @user_errors
+@with_input
 def ingest(
     data: DataArg,
     output: Annotated[
         str, typer.Option("--output", "-o", help="Output path (.parquet or .csv), or - for CSV on stdout.")
     ] = "-",
-    id_col: IdCol = None,
-    time_col: TimeCol = None,
-    target_col: TargetCol = None,
-    wide: Wide = False,
-    freq: Freq = None,
-    fill: FillOpt = Fill.NONE,
+    inputs: Input = INPUT,
     min_length: Annotated[
         int | None, typer.Option("--min-length", min=1, help="Reject series shorter than this.")
     ] = None,
@@ -48,7 +39,7 @@ def ingest(
     """Validate a CSV or Parquet table and write it as the canonical long table (unique_id, ds, y)."""
     from qkanforecast.data import print_report, write_table
 
-    table = read_input(data, Columns().given(id_col, time_col, target_col), wide, freq, fill, min_length)
+    table = inputs.read(data, min_length=min_length)
     write_table(table, output)
     if not quiet or as_json:
         print_report(table, err, as_json=as_json)

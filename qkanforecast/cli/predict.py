@@ -8,26 +8,22 @@ import typer
 from rich.console import Console
 
 from qkanforecast.cli.app import (
+    INPUT,
     DataArg,
-    FillOpt,
-    Freq,
-    IdCol,
+    Input,
     ModelRef,
     Quiet,
     RegistryOpt,
-    TargetCol,
-    TimeCol,
-    Wide,
     app,
     err,
     example,
     open_registry,
-    read_input,
     say,
     user_errors,
+    with_input,
 )
 from qkanforecast.cli.render import show_table
-from qkanforecast.config import INTERVAL_LEVELS, Fill, OutFormat
+from qkanforecast.config import INTERVAL_LEVELS, OutFormat
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -40,23 +36,12 @@ Format = Annotated[
 ]
 
 
-def _load(
-    model: str,
-    registry: Path | None,
-    data: str,
-    id_col: str | None,
-    time_col: str | None,
-    target_col: str | None,
-    wide: bool,
-    freq: str | None,
-    fill: Fill,
-) -> tuple[Predictor, Table]:
+def _load(model: str, registry: Path | None, data: str, inputs: Input) -> tuple[Predictor, Table]:
     """The registered model and the table read with its column names (those given win)."""
     from qkanforecast.forecast import Predictor
 
     predictor = Predictor.load(model, open_registry(registry))
-    columns = predictor.entry.manifest.schema.columns.given(id_col, time_col, target_col)
-    return predictor, read_input(data, columns, wide, freq, fill)
+    return predictor, inputs.read(data, predictor.entry.manifest.schema.columns)
 
 
 @app.command(
@@ -65,6 +50,7 @@ def _load(
     )
 )
 @user_errors
+@with_input
 def forecast(
     data: DataArg,
     model: ModelRef,
@@ -85,19 +71,14 @@ def forecast(
         ),
     ] = None,
     registry: RegistryOpt = None,
-    id_col: IdCol = None,
-    time_col: TimeCol = None,
-    target_col: TargetCol = None,
-    wide: Wide = False,
-    freq: Freq = None,
-    fill: FillOpt = Fill.NONE,
+    inputs: Input = INPUT,
     quiet: Quiet = False,
 ) -> None:
     """Forecast the steps after the end of every series of DATA, in original units."""
     from qkanforecast.data import write_frame
     from qkanforecast.forecast import forecast as run_forecast
 
-    predictor, table = _load(model, registry, data, id_col, time_col, target_col, wide, freq, fill)
+    predictor, table = _load(model, registry, data, inputs)
     frame = run_forecast(predictor, table, steps, level)
     write_frame(frame, output, fmt.value if fmt else None)
     if not quiet and output != "-":
@@ -110,6 +91,7 @@ def forecast(
     )
 )
 @user_errors
+@with_input
 def evaluate(
     data: DataArg,
     model: ModelRef,
@@ -125,19 +107,14 @@ def evaluate(
     per_series: Annotated[bool, typer.Option("--per-series", help="Also score every series.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON lines.")] = False,
     registry: RegistryOpt = None,
-    id_col: IdCol = None,
-    time_col: TimeCol = None,
-    target_col: TargetCol = None,
-    wide: Wide = False,
-    freq: Freq = None,
-    fill: FillOpt = Fill.NONE,
+    inputs: Input = INPUT,
     quiet: Quiet = False,
 ) -> None:
     """Backtest a model on the last windows of every series against naive and seasonal-naive forecasts."""
     from qkanforecast.data import write_frame
     from qkanforecast.evaluate import evaluate as run_evaluate
 
-    predictor, table = _load(model, registry, data, id_col, time_col, target_col, wide, freq, fill)
+    predictor, table = _load(model, registry, data, inputs)
     result = run_evaluate(predictor, table, windows, step, refit, per_series)
     backtest = result.backtest
     if output is not None:

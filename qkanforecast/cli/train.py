@@ -12,26 +12,22 @@ from typing import Annotated, Any
 import typer
 
 from qkanforecast.cli.app import (
+    INPUT,
     DataArg,
-    FillOpt,
-    Freq,
-    IdCol,
+    Input,
     Quiet,
     RegistryOpt,
-    TargetCol,
-    TimeCol,
-    Wide,
     app,
     example,
     open_registry,
-    read_input,
     say,
     shown,
     source_of,
     user_errors,
+    with_input,
 )
 from qkanforecast.cli.render import progress_printer
-from qkanforecast.config import FAMILIES, OPTIONS, Columns, Family, Fill, Readout, Scaler, Settings
+from qkanforecast.config import FAMILIES, OPTIONS, Columns, Family, Readout, Scaler, Settings
 
 _S = Settings()
 _FAMILY_SIZES = ", ".join(f"{name} {info.hidden_size}" for name, info in FAMILIES.items())
@@ -44,6 +40,7 @@ def _opt(default: Any, help: str, **kwargs: Any) -> Any:
 
 @app.command(epilog=example("ref=$(qkanforecast train traffic.parquet --lookback 144 --horizon 6 -q)"))
 @user_errors
+@with_input
 def train(
     data: DataArg,
     model: Annotated[Family | None, _opt(_S.model.model, "Model family.")] = None,
@@ -85,12 +82,7 @@ def train(
         str | None, typer.Option("--from", help="Warm-start from this registered model.")
     ] = None,
     registry: RegistryOpt = None,
-    id_col: IdCol = None,
-    time_col: TimeCol = None,
-    target_col: TargetCol = None,
-    wide: Wide = False,
-    freq: Freq = None,
-    fill: FillOpt = Fill.NONE,
+    inputs: Input = INPUT,
     quiet: Quiet = False,
 ) -> None:
     """Train one global model over every series of DATA and print its registry reference (NAME@vN)."""
@@ -106,8 +98,10 @@ def train(
         name = name or warm.name
     else:
         settings = Settings().updated(given)
-    columns = (warm.manifest.schema.columns if warm else Columns()).given(id_col, time_col, target_col)
-    table = read_input(data, columns, wide, freq, fill)
+    columns = (warm.manifest.schema.columns if warm else Columns()).given(
+        inputs.id_col, inputs.time_col, inputs.target_col
+    )
+    table = inputs.read(data, columns)
     entry = run_training(
         table,
         settings,
