@@ -186,7 +186,8 @@ def with_input(func: F) -> F:
         inspect.Parameter(name, keyword, default=getattr(INPUT, name), annotation=hint)
         for name, hint in _INPUT_OPTIONS.items()
     ]
-    params = [p for p in own if p.name not in ("inputs", "quiet")] + added + [p for p in own if p.name == "quiet"]
+    last = [p for p in own if p.name == "quiet"]
+    params = [p for p in own if p.name not in ("inputs", "quiet")] + added + last
 
     @functools.wraps(func)
     def wrapper(**kwargs: Any) -> Any:
