@@ -42,13 +42,13 @@ demo: install
 	@echo "backtest: $(DEMO)/backtest.csv (last two days, model vs naive and seasonal naive)"
 
 bench: install
-	$(BIN)/python bench/layer.py
+	$(BIN)/python -m bench.layer
 
 reproduce: install
-	$(BIN)/python bench/reproduce.py --jobs 2
+	$(BIN)/python -m bench.reproduce --jobs 2
 
 reproduce-quick: install
-	$(BIN)/python bench/reproduce.py --quick --jobs 2
+	$(BIN)/python -m bench.reproduce --quick --jobs 2
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache demo_output

@@ -1,8 +1,8 @@
 """Ingest speed and memory on a synthetic long panel (default 10,000 series x 8,928 ten-minute steps).
 
-    .venv/bin/python bench/ingest.py                      # the full 89 M-row table (~4.5 GB of CSV)
-    .venv/bin/python bench/ingest.py --series 500         # a quick run
-    .venv/bin/python bench/ingest.py --markdown bench/ingest_results.md
+    .venv/bin/python -m bench.ingest                      # the full 89 M-row table (~4.5 GB of CSV)
+    .venv/bin/python -m bench.ingest --series 500         # a quick run
+    .venv/bin/python -m bench.ingest --markdown bench/ingest_results.md
 
 Every measurement runs in its own subprocess so its peak RSS (ru_maxrss) is its own:
 
@@ -111,7 +111,7 @@ def child(mode: str, path: str, out: str) -> None:
 
 
 def run(mode: str, path: Path, out: Path) -> dict[str, float]:
-    proc = subprocess.run([sys.executable, __file__, "--child", mode, str(path), str(out)],
+    proc = subprocess.run([sys.executable, "-m", "bench.ingest", "--child", mode, str(path), str(out)],
                           capture_output=True, text=True, cwd=ROOT)
     if proc.returncode:
         raise SystemExit(f"{mode} failed:\n{proc.stderr}")

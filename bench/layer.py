@@ -1,6 +1,6 @@
 """Speed of the QKAN solvers and of one training step of each recurrent model, from one run.
 
-    python bench/layer.py [--repeats 20] [--threads 1,2] [--output bench/layer_results.md]
+    python -m bench.layer [--repeats 20] [--threads 1,2] [--output bench/layer_results.md]
 
 Prints a markdown table: forward+backward time per batch (median of the repeats) and the ratio against a
 baseline measured in the same run at the same thread count, one pair of columns per thread count.

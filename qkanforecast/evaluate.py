@@ -7,28 +7,11 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
+from qkanforecast.baselines import BASELINES, naive, season_length, seasonal_naive
 from qkanforecast.data import Table
 from qkanforecast.errors import QKANForecastError
 from qkanforecast.forecast import Predictor, series_arrays
 from qkanforecast.metrics import metrics_table, naive_scale
-
-
-def season_length(freq: str) -> int:
-    """Steps per day for sub-daily data, 7 (a week) for daily data, else 1 (no season)."""
-    step = pd.Timedelta(pd.tseries.frequencies.to_offset(freq))
-    day = pd.Timedelta("1D")
-    if step < day and day % step == pd.Timedelta(0):
-        return int(day // step)
-    if step == day:
-        return 7
-    return 1
-
-
-def _seasonal_naive(history: np.ndarray, horizon: int, season: int) -> np.ndarray:
-    if len(history) < season:
-        return np.full(horizon, np.nan)
-    last_season = history[-season:]
-    return last_season[np.arange(horizon) % season]
 
 
 def backtest(
@@ -76,8 +59,8 @@ def backtest(
             cols["cutoff"].append(np.repeat(s[cut - 1], horizon))
             cols["y"].append(v[cut : cut + horizon])
             cols["model"].append(pred[i])
-            cols["naive"].append(np.repeat(v[cut - 1], horizon))
-            cols["seasonal_naive"].append(_seasonal_naive(v[:cut], horizon, season))
+            cols["naive"].append(naive(v, [cut], horizon)[0])
+            cols["seasonal_naive"].append(seasonal_naive(v, [cut], horizon, season)[0])
     frame = pd.DataFrame({c: np.concatenate(parts) for c, parts in cols.items()})
     frame = frame.rename(columns={"model": predictor.column})
     return frame.sort_values(["unique_id", "cutoff", "ds"], ignore_index=True)
@@ -131,5 +114,5 @@ def evaluate(
     scales = {}
     for uid, v, s in zip(*series_arrays(table, 1, "scoring"), strict=True):
         scales[uid] = naive_scale(v[s <= first_cut[uid].to_datetime64()], season)
-    models = [predictor.column, "naive", "seasonal_naive"]
+    models = [predictor.column, *BASELINES]
     return Evaluation(bt, metrics_table(bt, models, scales, per_series), notes)

@@ -13,7 +13,7 @@ from qkanforecast.data import Table
 from qkanforecast.errors import QKANForecastError
 from qkanforecast.models import build_model
 from qkanforecast.registry import Entry, Registry
-from qkanforecast.windows import SeriesScaler, last_windows
+from qkanforecast.windows import SeriesScaler, WindowDataset, last_windows
 
 
 @dataclass
@@ -110,6 +110,17 @@ class Predictor:
                 f"--level {level} is not calibrated; choose from {', '.join(map(str, levels))}"
             )
         return np.asarray(calibration.half_widths[levels.index(level)], dtype=np.float64)
+
+
+@torch.no_grad()
+def predict_windows(model: nn.Module, ds: WindowDataset, batch_size: int = 1024) -> np.ndarray:
+    """The model's forecast of every window of ``ds``, in its scaled units: float64 ``[N, H]``.
+
+    ``ds.scaler.inverse_transform(pred, ds.series_of(range(len(ds))))`` gives original units.
+    """
+    model.eval()
+    out = [model(x).double().numpy() for x, _ in ds.iter_batches(batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, ds.horizon))
 
 
 def _chunks(a: np.ndarray, size: int = 1024) -> list[np.ndarray]:

@@ -315,17 +315,23 @@ class WindowDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
 
 def make_datasets(table: Table, lookback: int, horizon: int = 1, step: int = 1, val_size: float | int = 0,
-                  test_size: float | int = 0, scaler: str | SeriesScaler = "standard"
+                  test_size: float | int = 0, scaler: str | SeriesScaler = "standard", *,
+                  val_step: int | None = None, test_step: int | None = None
                   ) -> tuple[WindowDataset, WindowDataset | None, WindowDataset | None, SeriesScaler]:
     """Train / val / test datasets sharing one split and one scaler fitted on the training parts.
-    Val or test is ``None`` when its size is 0."""
+    Val or test is ``None`` when its size is 0. Windows start ``step`` apart; ``val_step`` and
+    ``test_step`` (default ``step``) thin out the validation and test windows alone."""
     splits = split_points(table.lengths, val_size, test_size, ids=table.ids)
     if isinstance(scaler, str):
         scaler = SeriesScaler(scaler).fit(table, until=splits[0])
-    kw = dict(lookback=lookback, horizon=horizon, step=step, scaler=scaler, splits=splits)
-    train = WindowDataset(table, part="train", **kw)  # type: ignore[arg-type]
-    val = WindowDataset(table, part="val", **kw) if (splits[1] > splits[0]).any() else None  # type: ignore[arg-type]
-    test = WindowDataset(table, part="test", **kw) if (table.lengths > splits[1]).any() else None  # type: ignore[arg-type]
+
+    def part(name: str, part_step: int | None) -> WindowDataset:
+        every = step if part_step is None else part_step
+        return WindowDataset(table, lookback, horizon, every, name, scaler=scaler, splits=splits)
+
+    train = part("train", step)
+    val = part("val", val_step) if (splits[1] > splits[0]).any() else None
+    test = part("test", test_step) if (table.lengths > splits[1]).any() else None
     return train, val, test, scaler
 
 

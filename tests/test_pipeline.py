@@ -17,7 +17,7 @@ from conftest import sine_panel
 from qkanforecast.config import Settings
 from qkanforecast.data import Table, read_table
 from qkanforecast.errors import QKANForecastError
-from qkanforecast.evaluate import backtest, evaluate, season_length
+from qkanforecast.evaluate import backtest, evaluate
 from qkanforecast.forecast import Predictor, forecast
 from qkanforecast.registry import Registry
 from qkanforecast.train import train
@@ -162,11 +162,6 @@ def test_conformal_intervals(tmp_path):
     golden = Predictor.load("golden@v1", Registry(GOLDEN / "registry"))
     with pytest.raises(QKANForecastError, match="has no calibration residuals"):
         golden.interval_width(90)
-
-
-def test_season_length():
-    assert season_length("10min") == 144 and season_length("h") == 24 and season_length("D") == 7
-    assert season_length("7D") == 1
 
 
 def test_too_short_series_is_an_error(table, tmp_path):

@@ -11,6 +11,7 @@ import torch
 
 from qkanforecast.data import Table
 from qkanforecast.errors import QKANForecastError
+from qkanforecast.forecast import predict_windows
 from qkanforecast.windows import (
     SCALERS,
     SeriesScaler,
@@ -179,6 +180,32 @@ def test_too_short_for_windows() -> None:
         QKANForecastError, match=r"^lookback, horizon and step must be at least 1, got 0, 1, 1$"
     ):
         WindowDataset(table, 0)
+
+
+def test_val_and_test_steps_thin_out_their_parts_alone() -> None:
+    table = make_table([40, 25, 60])
+    train, val, test, _ = make_datasets(table, 4, 2, val_size=0.2, test_size=9)
+    train3, val3, test2, _ = make_datasets(table, 4, 2, val_size=0.2, test_size=9, val_step=3, test_step=2)
+    assert val is not None and test is not None and val3 is not None and test2 is not None
+    assert train3.step == 1 and len(train3) == len(train)
+    for every, thin, step in ((val, val3, 3), (test, test2, 2)):
+        s, t = every.locate(np.arange(len(every)))
+        keep = (t - every.first_t[s]) % step == 0  # every step-th window of each series, from its first
+        s3, t3 = thin.locate(np.arange(len(thin)))
+        assert s3.tolist() == s[keep].tolist() and t3.tolist() == t[keep].tolist()
+
+
+def test_predict_windows_forecasts_every_window_in_order() -> None:
+    table = make_table([30, 20])
+    ds = WindowDataset(table, 5, 2)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(5, 2))
+    x, _ = ds.batch(np.arange(len(ds)))
+    ref = model(x).detach().double().numpy()
+    for batch_size in (1, 7, len(ds)):
+        pred = predict_windows(model, ds, batch_size)
+        assert pred.dtype == np.float64
+        np.testing.assert_array_equal(pred, ref)
 
 
 def test_iter_batches_cover_every_window_once() -> None:
