@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from qkanforecast.data import IngestOptions, Table, write_table
+from qkanforecast.data import IngestOptions, from_frame, write_table
 from qkanforecast.synthetic import write_synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,9 +55,9 @@ def main() -> None:
     args = parser.parse_args()
     for path in write_synthetic(args.out):
         print(path)
-    internet = Table.from_frame(milan_internet(args.shared), IngestOptions(), source="milan_internet")
+    internet = from_frame(milan_internet(args.shared), IngestOptions(), source="milan_internet")
     write_table(internet, args.out / "milan_internet.csv")
-    cdr = Table.from_frame(milan_cdr_hourly(args.shared), IngestOptions(), source="milan_cdr_hourly")
+    cdr = from_frame(milan_cdr_hourly(args.shared), IngestOptions(), source="milan_cdr_hourly")
     write_table(cdr, args.out / "milan_cdr_hourly.parquet")
     for name, t in (("milan_internet.csv", internet), ("milan_cdr_hourly.parquet", cdr)):
         print(args.out / name, f"{t.n_series} series x {t.lengths.min()}..{t.lengths.max()} steps, {t.freq}")

@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from qkanforecast.data import IngestOptions, Table, read_table
+from qkanforecast.data import IngestOptions, Table, from_frame, read_table
 from qkanforecast.metrics import mae, mse, r2
 from qkanforecast.models import build_model, count_parameters, daruan_statevector, fast_from_born
 from qkanforecast.synthetic import as_frame, bessel_j2, damped_shm
@@ -70,7 +70,7 @@ PARAM_RATIO = 0.21  # the paper: QKAN-LSTM has 79% fewer trainable parameters th
 
 def _synthetic(name: str) -> Table:
     values = damped_shm() if name == "damped_shm" else bessel_j2()
-    return Table.from_frame(as_frame(values, name), source=name)
+    return from_frame(as_frame(values, name), source=name)
 
 
 def _milan_internet() -> tuple[Table, str]:
@@ -82,7 +82,7 @@ def _milan_internet() -> tuple[Table, str]:
         frame = pd.concat(frames, ignore_index=True)
         frame["unique_id"] = frame["unique_id"].astype(str)
         origin = "../shared/data/milan_internet_10min (62 days)"
-        return Table.from_frame(frame, source="milan_internet"), origin
+        return from_frame(frame, source="milan_internet"), origin
     return read_table(SAMPLE / "milan_internet.csv"), "sample_data/milan_internet.csv (14 days)"
 
 
@@ -91,7 +91,7 @@ def _milan_hourly() -> tuple[Table, str]:
     if (folder / "matrixTS.csv").is_file() and (folder / "ID_labels.csv").is_file():
         frame = milan_cdr_hourly(SHARED)  # the 211 complete lines (SOURCE.md)
         origin = "../shared/data/milan_cdr_hourly (211 complete cells)"
-        return Table.from_frame(frame, source="milan_cdr_hourly"), origin
+        return from_frame(frame, source="milan_cdr_hourly"), origin
     return read_table(SAMPLE / "milan_cdr_hourly.parquet"), "sample_data/milan_cdr_hourly.parquet"
 
 
@@ -110,7 +110,7 @@ def load_source(source: str, max_series: int | None = None) -> tuple[Table, str]
         keep = table.ids[:max_series]
         frame = table.frame[table.frame["unique_id"].isin(keep)].copy()
         frame["unique_id"] = frame["unique_id"].astype(str)
-        table = Table.from_frame(frame, source=source)
+        table = from_frame(frame, source=source)
         origin += f", first {max_series} series"
     return table, origin
 

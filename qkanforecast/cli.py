@@ -359,7 +359,7 @@ def _progress_printer():  # noqa: ANN202
 
 
 def _write_output(frame, output: str, fmt: OutFormat | None) -> None:  # noqa: ANN001
-    from qkanforecast.output import write_frame
+    from qkanforecast.data import write_frame
 
     write_frame(frame, output, fmt.value if fmt else None)
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import sine_panel
 
-from qkanforecast.data import Table, read_table
+from qkanforecast.data import from_frame, read_table
 from qkanforecast.errors import QKANForecastError
 from qkanforecast.evaluate import backtest, evaluate, season_length
 from qkanforecast.forecast import Predictor, forecast
@@ -28,7 +28,7 @@ SMALL = dict(lookback=16, hidden_size=4, epochs=2, batch_size=64, reps=1)
 
 @pytest.fixture(scope="module")
 def table():
-    return Table.from_frame(sine_panel())
+    return from_frame(sine_panel())
 
 
 @pytest.mark.parametrize("model", ["qkan-lstm", "hqkan-lstm", "lstm"])
@@ -119,7 +119,7 @@ def test_max_windows_samples_each_epoch(table, tmp_path):
 
 
 def test_conformal_intervals(tmp_path):
-    table = Table.from_frame(sine_panel(steps=1200))
+    table = from_frame(sine_panel(steps=1200))
     registry = Registry(tmp_path)
     config = TrainConfig(model="lstm", horizon=2, test_size=300, val_size=300, **{**SMALL, "epochs": 5})
     entry = train(table, config, registry=registry)
@@ -166,7 +166,7 @@ def test_season_length():
 def test_too_short_series_is_an_error(table, tmp_path):
     registry = Registry(tmp_path)
     entry = train(table, TrainConfig(model="lstm", **SMALL), registry=registry)
-    short = Table.from_frame(sine_panel(steps=10))
+    short = from_frame(sine_panel(steps=10))
     with pytest.raises(
         QKANForecastError, match="series 'cell0' has 10 steps; a lookback of 16 needs at least 16"
     ):
