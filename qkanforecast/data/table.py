@@ -65,7 +65,7 @@ class Table:
         if not isinstance(uid.dtype, pd.CategoricalDtype):
             raise QKANForecastError("Table: column 'unique_id' must be categorical; build tables with "
                                     "read_table or from_frame")
-        codes = uid.cat.codes.to_numpy()
+        codes = uid.array.codes  # a view of the categorical's codes (``.cat.codes`` copies them)
         if known_offsets is None:
             cuts = np.flatnonzero(codes[1:] != codes[:-1]) + 1
             known_offsets = np.concatenate([[0], cuts, [len(codes)]])
