@@ -17,7 +17,7 @@ from torch import nn
 
 from qkanforecast.baselines import BASELINES
 from qkanforecast.config import ModelConfig, QKANSpec, Readout
-from qkanforecast.data import Table, read_table
+from qkanforecast.data import Table, from_frame, read_table
 from qkanforecast.datasets import SYNTHETIC, milan_cdr_hourly, milan_internet, synthetic
 from qkanforecast.models import build_model, count_parameters
 
@@ -61,7 +61,7 @@ def load_source(source: str, max_series: int | None = None) -> tuple[Table, str]
         keep = table.ids[:max_series]
         frame = table.frame[table.frame["unique_id"].isin(keep)].copy()
         frame["unique_id"] = frame["unique_id"].astype(str)
-        table = Table.from_frame(frame, source=source)
+        table = from_frame(frame, source=source)
         origin += f", first {max_series} series"
     return table, origin
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from qkanforecast.data import IngestOptions, Table
+from qkanforecast.data import IngestOptions, Table, from_frame
 from qkanforecast.errors import QKANForecastError
 from qkanforecast.synthetic import as_frame, bessel_j2, damped_shm
 
@@ -34,7 +34,7 @@ def synthetic(name: str) -> Table:
     """``damped_shm`` or ``bessel_j2`` as a one-series table named after itself."""
     if name not in SYNTHETIC:
         raise QKANForecastError(f"unknown synthetic series {name!r}; choose from {', '.join(SYNTHETIC)}")
-    return Table.from_frame(as_frame(SYNTHETIC[name](), name), source=name)
+    return from_frame(as_frame(SYNTHETIC[name](), name), source=name)
 
 
 def milan_internet(folder: str | Path, squares: tuple[int, ...] = MILAN_SQUARES,
@@ -47,7 +47,7 @@ def milan_internet(folder: str | Path, squares: tuple[int, ...] = MILAN_SQUARES,
             raw = raw.iloc[: days * INTERNET_STEPS_PER_DAY]
         frames.append(pd.DataFrame({"unique_id": raw["square_id"].astype(str),
                                     "ds": pd.to_datetime(raw["time"]), "y": raw["internet"].astype(float)}))
-    return Table.from_frame(pd.concat(frames, ignore_index=True), IngestOptions(), source="milan_internet")
+    return from_frame(pd.concat(frames, ignore_index=True), IngestOptions(), source="milan_internet")
 
 
 def milan_cdr_hourly(folder: str | Path) -> Table:
@@ -61,4 +61,4 @@ def milan_cdr_hourly(folder: str | Path) -> Table:
         values = np.array([float(v) for v in line.strip().strip(",").split(",")])
         if len(values) == CDR_LENGTH:
             frames.append(pd.DataFrame({"unique_id": uid, "ds": ds, "y": values}))
-    return Table.from_frame(pd.concat(frames, ignore_index=True), IngestOptions(), source="milan_cdr_hourly")
+    return from_frame(pd.concat(frames, ignore_index=True), IngestOptions(), source="milan_cdr_hourly")

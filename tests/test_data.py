@@ -11,15 +11,17 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from qkanforecast import data as data_mod
 from qkanforecast.data import (
     IngestOptions,
     Table,
+    from_frame,
     load_canonical,
     print_report,
     read_metadata,
     read_table,
+    readers,
     write_table,
+    writers,
 )
 from qkanforecast.errors import QKANForecastError
 
@@ -56,7 +58,7 @@ def panel(n_series: int = 3, steps: int = 50, freq: str = "h", seed: int = 0) ->
 
 def test_canonical_dtypes_and_order() -> None:
     df = panel().sample(frac=1.0, random_state=1)  # shuffled rows
-    t = Table.from_frame(df)
+    t = from_frame(df)
     f = t.frame
     assert list(f.columns) == ["unique_id", "ds", "y"]
     assert isinstance(f["unique_id"].dtype, pd.CategoricalDtype)
@@ -70,7 +72,7 @@ def test_canonical_dtypes_and_order() -> None:
 
 
 def test_round_trip_csv_parquet_stdin(tmp_path: Path) -> None:
-    t = Table.from_frame(panel(freq="10min"))
+    t = from_frame(panel(freq="10min"))
     write_table(t, tmp_path / "a.parquet")
     write_table(t, tmp_path / "a.csv")
     from_parquet = read_table(tmp_path / "a.parquet")
@@ -90,7 +92,7 @@ def test_round_trip_csv_parquet_stdin(tmp_path: Path) -> None:
 def test_parquet_metadata_has_freq_and_spans(tmp_path: Path) -> None:
     df = panel(2, 10, "D")
     df = df[~((df["unique_id"] == "cell_1") & (df["ds"] < "2013-11-03"))]
-    t = Table.from_frame(df)
+    t = from_frame(df)
     write_table(t, tmp_path / "t.parquet")
     meta = read_metadata(tmp_path / "t.parquet")
     assert meta is not None and meta["freq"] == "D" and meta["series"] == 2
@@ -103,7 +105,7 @@ def test_parquet_metadata_has_freq_and_spans(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("freq", ["5min", "10min", "h", "D"])
 def test_frequency_inference(freq: str) -> None:
-    t = Table.from_frame(panel(2, 30, freq))
+    t = from_frame(panel(2, 30, freq))
     assert t.freq == freq and t.report["freq_inferred"] is True
 
 
@@ -246,7 +248,7 @@ def test_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         f.write(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(data_mod, "_write", boom)
+    monkeypatch.setattr(writers, "_write", boom)
     with pytest.raises(OSError, match="disk full"):
         write_table(t, target)
     assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["out.parquet"]
@@ -298,8 +300,8 @@ def test_shared_milan_internet_full_file() -> None:
 
 def test_csv_read_in_small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Streaming over many blocks gives the same table; a bad value in a later block still gets its line."""
-    monkeypatch.setattr(data_mod, "CSV_BLOCK_BYTES", 256)
-    t = Table.from_frame(panel(3, 40, "10min"))
+    monkeypatch.setattr(readers, "CSV_BLOCK_BYTES", 256)
+    t = from_frame(panel(3, 40, "10min"))
     out = io.BytesIO()
     write_table(t, "-", stdout=out)
     text = out.getvalue().decode()

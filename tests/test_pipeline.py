@@ -15,7 +15,7 @@ import torch
 from conftest import sine_panel
 
 from qkanforecast.config import Settings
-from qkanforecast.data import Table, read_table
+from qkanforecast.data import from_frame, read_table
 from qkanforecast.errors import QKANForecastError
 from qkanforecast.evaluate import backtest, evaluate
 from qkanforecast.forecast import Predictor, forecast
@@ -34,7 +34,7 @@ def config(**options):
 
 @pytest.fixture(scope="module")
 def table():
-    return Table.from_frame(sine_panel())
+    return from_frame(sine_panel())
 
 
 @pytest.mark.parametrize("model", ["qkan-lstm", "hqkan-lstm", "lstm"])
@@ -125,7 +125,7 @@ def test_max_windows_samples_each_epoch(table, tmp_path):
 
 
 def test_conformal_intervals(tmp_path):
-    table = Table.from_frame(sine_panel(steps=1200))
+    table = from_frame(sine_panel(steps=1200))
     registry = Registry(tmp_path)
     settings = config(model="lstm", horizon=2, test_size=300, val_size=300, **{**SMALL, "epochs": 5})
     entry = train(table, settings, registry=registry)
@@ -167,7 +167,7 @@ def test_conformal_intervals(tmp_path):
 def test_too_short_series_is_an_error(table, tmp_path):
     registry = Registry(tmp_path)
     entry = train(table, config(model="lstm", **SMALL), registry=registry)
-    short = Table.from_frame(sine_panel(steps=10))
+    short = from_frame(sine_panel(steps=10))
     with pytest.raises(
         QKANForecastError, match="series 'cell0' has 10 steps; a lookback of 16 needs at least 16"
     ):

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from qkanforecast.data import Table
+from qkanforecast.data import Table, from_frame
 from qkanforecast.errors import QKANForecastError
 from qkanforecast.forecast import predict_windows
 from qkanforecast.windows import (
@@ -34,7 +34,7 @@ def make_table(lengths: list[int], seed: int = 0, freq: str = "h") -> Table:
         )
         for i, n in enumerate(lengths)
     ]
-    return Table.from_frame(pd.concat(frames, ignore_index=True))
+    return from_frame(pd.concat(frames, ignore_index=True))
 
 
 def reference_windows(
@@ -272,7 +272,7 @@ def test_last_windows_and_future_timestamps() -> None:
     assert pd.Timestamp(future[0, 0]) == new.series("s0")["ds"].iloc[-1] + pd.Timedelta("10min")
     with pytest.raises(QKANForecastError, match=r"^the scaler has no statistics for series 'x'"):
         last_windows(
-            make_table([12]).__class__.from_frame(
+            from_frame(
                 pd.DataFrame({"unique_id": "x", "ds": pd.date_range("2020", periods=6, freq="h"), "y": 1.0})
             ),
             5,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -138,13 +138,7 @@ class Input:
 
         names = columns.given(self.id_col, self.time_col, self.target_col)
         options = IngestOptions(
-            id_col=names.id_col,
-            time_col=names.time_col,
-            target_col=names.target_col,
-            wide=self.wide,
-            freq=self.freq,
-            fill=self.fill.value,
-            min_length=min_length,
+            **asdict(names), wide=self.wide, freq=self.freq, fill=self.fill, min_length=min_length
         )
         return read_table(data, options)
 

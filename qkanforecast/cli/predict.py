@@ -80,7 +80,7 @@ def forecast(
 
     predictor, table = _load(model, registry, data, inputs)
     frame = run_forecast(predictor, table, steps, level)
-    write_frame(frame, output, fmt.value if fmt else None)
+    write_frame(frame, output, fmt)
     if not quiet and output != "-":
         say(f"{len(frame):,} forecasts of {frame['unique_id'].nunique():,} series written to {output}")
 
@@ -118,7 +118,7 @@ def evaluate(
     result = run_evaluate(predictor, table, windows, step, refit, per_series)
     backtest = result.backtest
     if output is not None:
-        write_frame(backtest, output, fmt.value if fmt else None)
+        write_frame(backtest, output, fmt)
     console = err if output == "-" else Console()  # the backtest owns stdout when written there
     title = (
         f"{predictor.entry.ref}: {backtest['cutoff'].nunique()} cutoffs, "

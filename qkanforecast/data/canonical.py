@@ -1,21 +1,56 @@
-"""Validation and the canonical form: sort, de-duplicate, check the frequency, fill or reject gaps and
-NaN, check lengths, and build the ``Table`` with its ingest report (policy in ``qkanforecast.data``).
+"""Ingest options and the canonical form: sort, de-duplicate, infer or check the frequency, fill or
+reject gaps and NaN, check lengths, and build the ``Table`` with its ingest report (policy in
+``qkanforecast.data``). Imports only ``table`` from the data package.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from qkanforecast.config import Columns, Fill, OutFormat
+from qkanforecast.data.table import Table, freq_to_ns, ns_to_freq
 from qkanforecast.errors import QKANForecastError
-from qkanforecast.table import IngestOptions, Table, freq_to_ns, ns_to_freq
+
+INPUT_FORMATS = (OutFormat.CSV, OutFormat.PARQUET)  # the formats a table can be read from
+
+
+@dataclass(frozen=True)
+class IngestOptions(Columns):
+    """How to read a table: its column names (``Columns``), then the policy. ``series_id`` names the
+    series of a file without an id column (default: the file stem, or ``series`` for stdin).
+    ``input_format`` is ``csv`` or ``parquet`` (default: from the suffix, else sniffed). ``fill`` and
+    ``input_format`` accept the Enum members or their strings and are stored as members."""
+
+    wide: bool = False
+    freq: str | None = None
+    fill: Fill | str = Fill.NONE
+    min_length: int | None = None
+    series_id: str | None = None
+    input_format: OutFormat | str | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "fill", Fill(self.fill))
+        except ValueError:
+            raise QKANForecastError(
+                f"unknown fill '{self.fill}'; choose from {', '.join(f.value for f in Fill)}") from None
+        if self.min_length is not None and self.min_length < 1:
+            raise QKANForecastError(f"min_length must be at least 1, got {self.min_length}")
+        if self.input_format is not None:
+            if self.input_format not in INPUT_FORMATS:
+                raise QKANForecastError(
+                    f"unknown input format '{self.input_format}'; choose csv or parquet")
+            object.__setattr__(self, "input_format", OutFormat(self.input_format))
+        if self.freq is not None:
+            freq_to_ns(self.freq)
 
 
 def _ts(ns: int | np.integer) -> str:
     return str(pd.Timestamp(int(ns)))
-
 
 
 def canonicalise(label: str, codes: np.ndarray, categories: np.ndarray, ds: np.ndarray, y: np.ndarray,
@@ -28,6 +63,7 @@ def canonicalise(label: str, codes: np.ndarray, categories: np.ndarray, ds: np.n
     """
     report = dict(report or {})
     notes = list(notes or [])
+    fill = Fill(options.fill)  # already a member (IngestOptions stores one); this tells the type checker
     if len(ds) == 0:
         raise QKANForecastError(f"{label}: no rows")
     # sorted categories, codes in the smallest integer type
@@ -93,7 +129,7 @@ def canonicalise(label: str, codes: np.ndarray, categories: np.ndarray, ds: np.n
     n_bad = int(bad.sum())
     n_gaps = int(gaps.sum())
     bad_per = np.add.reduceat(bad, starts) if n_bad else np.zeros(len(starts), np.int64)
-    if (n_gaps or n_bad) and options.fill == "none":
+    if (n_gaps or n_bad) and fill is Fill.NONE:
         i = int(np.argmax((gaps > 0) | (bad_per > 0)))
         parts = []
         if gaps[i]:
@@ -114,7 +150,7 @@ def canonicalise(label: str, codes: np.ndarray, categories: np.ndarray, ds: np.n
                 bad = np.zeros(len(y), dtype=bool)
             codes, ds, y, bad, starts, ends = _regrid(codes, ds, y, bad, starts, grid, step)
             lengths = grid
-        _fill(label, cats, codes, ds, y, bad, starts, ends, options.fill)
+        _fill(label, cats, codes, ds, y, bad, starts, ends, fill)
     del bad
     if options.min_length is not None:
         short = lengths < options.min_length
@@ -131,7 +167,7 @@ def canonicalise(label: str, codes: np.ndarray, categories: np.ndarray, ds: np.n
         "rows": int(len(frame)), "series": int(len(starts)), "freq": freq, "freq_inferred": inferred,
         "start": _ts(ds.min()), "end": _ts(ds.max()),
         "min_length": int(lengths.min()), "max_length": int(lengths.max()),
-        "sorted_input": in_order, "duplicates_dropped": n_dup, "fill": options.fill,
+        "sorted_input": in_order, "duplicates_dropped": n_dup, "fill": fill.value,
         "missing_timestamps_filled": n_gaps, "nan_filled": n_bad - n_inf, "inf_filled": n_inf,
         "series_filled": int(len(problems)),
         "filled_examples": [
@@ -139,9 +175,7 @@ def canonicalise(label: str, codes: np.ndarray, categories: np.ndarray, ds: np.n
              "nan_or_inf": int(bad_per[i])} for i in problems[:10]],
         "notes": notes + ([f"{n_dup} identical duplicate rows dropped"] if n_dup else []),
     })
-    table = Table(frame=frame, freq=freq, report=report)
-    table.__dict__["offsets"] = np.append(starts, len(ds)).astype(np.int64)
-    return table
+    return Table(frame=frame, freq=freq, report=report, known_offsets=np.append(starts, len(ds)))
 
 
 def _frequency(label: str, cats: np.ndarray, codes: np.ndarray, d: np.ndarray, same: np.ndarray,
@@ -191,7 +225,7 @@ def _regrid(codes: np.ndarray, ds: np.ndarray, y: np.ndarray, bad: np.ndarray, s
 
 
 def _fill(label: str, cats: np.ndarray, codes: np.ndarray, ds: np.ndarray, y: np.ndarray, bad: np.ndarray,
-          starts: np.ndarray, ends: np.ndarray, how: str) -> None:
+          starts: np.ndarray, ends: np.ndarray, how: Fill) -> None:
     """Fill ``y`` where ``bad`` in place, never across series."""
     rows = np.flatnonzero(bad)
     seg = np.repeat(np.arange(len(starts)), ends - starts)[rows]
@@ -207,14 +241,14 @@ def _fill(label: str, cats: np.ndarray, codes: np.ndarray, ds: np.ndarray, y: np
         i = int(seg[np.argmax(empty)])
         raise QKANForecastError(
             f"{label}: series '{cats[codes[starts[i]]]}' has no finite values to fill from")
-    if how == "zero":
+    if how is Fill.ZERO:
         y[rows] = 0.0
         return
     before = prev < 0
     after = nxt >= len(y)
     fill = np.empty(len(rows))
     fill[before] = y[nxt[before]]
-    if how == "ffill":
+    if how is Fill.FFILL:
         fill[~before] = y[prev[~before]]
     else:
         fill[after] = y[prev[after]]

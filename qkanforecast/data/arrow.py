@@ -1,7 +1,8 @@
 """Arrow chunks (CSV blocks, Parquet row groups, a DataFrame) to numpy columns, then ``canonicalise``.
 
 Dates, values and series ids are converted chunk by chunk, so each chunk can be freed at once; errors
-name the file, the column and the CSV line or Parquet row (``_Ctx``).
+name the file, the column and the CSV line or Parquet row (``Ctx``). Imports ``canonical`` and
+``table`` from the data package.
 """
 
 from __future__ import annotations
@@ -14,15 +15,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from qkanforecast.data.canonical import IngestOptions, canonicalise
+from qkanforecast.data.table import Table
 from qkanforecast.errors import QKANForecastError
-from qkanforecast.table import IngestOptions, Table
-from qkanforecast.validate import canonicalise
 
 _NAN_WORDS = {"", "nan", "na", "n/a", "null", "none", "-nan", "#n/a"}
 _TZ_RE = r"(Z|z|[+-]\d{2}:?\d{2})$"
 
 
-def _pick_columns(label: str, names: list[str], options: IngestOptions) -> dict[str, Any]:
+def pick_columns(label: str, names: list[str], options: IngestOptions) -> dict[str, Any]:
     """Which columns hold the id, the time and the value(s)."""
     listing = ", ".join(names)
     time_col, target_col = options.time_col, options.target_col
@@ -42,11 +43,11 @@ def _pick_columns(label: str, names: list[str], options: IngestOptions) -> dict[
     return {"id": id_col, "time": time_col, "series": [target_col], "wide": False}
 
 
-def _from_arrow(label: str, holder: list[pa.Table], options: IngestOptions, unit: str, first: int,
+def from_arrow(label: str, holder: list[pa.Table], options: IngestOptions, unit: str, first: int,
                 columns: dict[str, Any] | None = None) -> Table:
     """Convert the table in ``holder`` (emptied, so that chunks are freed once converted)."""
     table = holder.pop()
-    columns = columns or _pick_columns(label, table.column_names, options)
+    columns = columns or pick_columns(label, table.column_names, options)
     batches = table.to_batches()
     del table
 
@@ -54,10 +55,10 @@ def _from_arrow(label: str, holder: list[pa.Table], options: IngestOptions, unit
         while batches:
             yield batches.pop(0)
 
-    return _from_batches(label, gen(), options, unit, first, columns)
+    return from_batches(label, gen(), options, unit, first, columns)
 
 
-class _Ctx:
+class Ctx:
     """Conversion state shared by the chunks of one input: error locations and time-zone state."""
 
     def __init__(self, label: str, unit: str, first: int) -> None:
@@ -73,10 +74,10 @@ class _Ctx:
         return QKANForecastError(f"{self.label}: column '{col}' {self.where(row)}: {what}")
 
 
-def _from_batches(label: str, batches: Iterator[Any], options: IngestOptions, unit: str, first: int,
+def from_batches(label: str, batches: Iterator[Any], options: IngestOptions, unit: str, first: int,
                   columns: dict[str, Any]) -> Table:
     """Convert chunks to numpy as they arrive (each chunk can be freed at once), then validate."""
-    ctx = _Ctx(label, unit, first)
+    ctx = Ctx(label, unit, first)
     time_col, series_cols = columns["time"], columns["series"]
     k = len(series_cols)
     parts: dict[str, list[list[np.ndarray]]] = {key: [[] for _ in range(k)] for key in ("codes", "ds", "y")}
@@ -90,7 +91,7 @@ def _from_batches(label: str, batches: Iterator[Any], options: IngestOptions, un
         m = batch.num_rows
         t = _to_ns(batch.column(time_col), ctx, time_col, pos)
         id_col = columns["id"]
-        ids = _to_codes(batch.column(id_col), ctx, id_col, pos, names) if id_col else None
+        ids = to_codes(batch.column(id_col), ctx, id_col, pos, names) if id_col else None
         for j, col in enumerate(series_cols):
             parts["ds"][j].append(t)
             parts["y"][j].append(_to_float(batch.column(col), ctx, col, pos))
@@ -119,7 +120,7 @@ def _from_batches(label: str, batches: Iterator[Any], options: IngestOptions, un
     return canonicalise(label, codes, categories, ds, y, options, report, ctx.notes)
 
 
-def _to_ns(arr: Any, ctx: _Ctx, col: str, row0: int) -> np.ndarray:
+def _to_ns(arr: Any, ctx: Ctx, col: str, row0: int) -> np.ndarray:
     """A time column chunk -> int64 ns since epoch (naive or UTC)."""
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
@@ -166,7 +167,7 @@ def _to_ns(arr: Any, ctx: _Ctx, col: str, row0: int) -> np.ndarray:
     return parsed.to_numpy(dtype="datetime64[ns]").view(np.int64)
 
 
-def _to_float(arr: Any, ctx: _Ctx, col: str, row0: int) -> np.ndarray:
+def _to_float(arr: Any, ctx: Ctx, col: str, row0: int) -> np.ndarray:
     """A value column chunk -> float64 (nulls become NaN)."""
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
@@ -189,7 +190,7 @@ def _to_float(arr: Any, ctx: _Ctx, col: str, row0: int) -> np.ndarray:
     return out.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
-def _to_codes(arr: Any, ctx: _Ctx, col: str, row0: int, names: dict[str, int]) -> np.ndarray:
+def to_codes(arr: Any, ctx: Ctx, col: str, row0: int, names: dict[str, int]) -> np.ndarray:
     """An id column chunk -> int32 codes into ``names`` (updated in place)."""
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()

@@ -1,0 +1,183 @@
+"""Read tables: CSV or Parquet from a path or stdin (``read_table``), an in-memory DataFrame
+(``from_frame``), and the canonical Parquet files ``write_table`` writes (``load_canonical``, fast, and
+``read_metadata``). Imports ``arrow``, ``canonical``, ``table`` and ``formats`` from the data package.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from qkanforecast.config import OutFormat
+from qkanforecast.data.arrow import Ctx, from_arrow, from_batches, pick_columns, to_codes
+from qkanforecast.data.canonical import IngestOptions
+from qkanforecast.data.formats import FORMAT_VERSION, META_KEY, format_of
+from qkanforecast.data.table import Table
+from qkanforecast.errors import QKANForecastError
+
+CSV_BLOCK_BYTES = 1 << 24
+
+
+def read_table(source: str | os.PathLike[str], options: IngestOptions | None = None,
+               stdin: BinaryIO | None = None) -> Table:
+    """Read CSV or Parquet from a path or ``-`` (stdin), validate it and return the canonical table."""
+    options = options or IngestOptions()
+    given = OutFormat(options.input_format) if options.input_format else None
+    if str(source) == "-":
+        label = "<stdin>"
+        data = (stdin or sys.stdin.buffer).read()
+        fmt = given or _sniff(data[:4])
+        stem = "series"
+        src: Any = pa.BufferReader(data)
+    else:
+        path = Path(source)
+        label = str(source)
+        if not path.is_file():
+            raise QKANForecastError(f"{label}: file not found")
+        stem = path.name.split(".")[0] or "series"
+        fmt = given or _guess_format(path)
+        src = str(path)
+    if options.series_id is None:
+        options = dataclasses.replace(options, series_id=stem)
+    if fmt is OutFormat.PARQUET:
+        return _read_parquet(label, src, options)
+    return _read_csv(label, src, options)
+
+
+def _guess_format(path: Path) -> OutFormat:
+    """Parquet by its suffix, else by its first bytes (a ``.csv`` that is Parquet is read as Parquet)."""
+    if format_of(path) is OutFormat.PARQUET:
+        return OutFormat.PARQUET
+    with open(path, "rb") as f:
+        return _sniff(f.read(4))
+
+
+def _sniff(head: bytes) -> OutFormat:
+    """Parquet files start with ``PAR1``; anything else is read as CSV."""
+    return OutFormat.PARQUET if head == b"PAR1" else OutFormat.CSV
+
+
+def _read_csv(label: str, src: Any, options: IngestOptions) -> Table:
+    stream = pa.input_stream(src, compression="detect") if isinstance(src, str) else src
+    head = stream.read(1 << 16)
+    if not isinstance(src, str):
+        src.seek(0)
+    first = head.split(b"\n", 1)[0].decode("utf-8", "replace").strip("\r\ufeff")
+    if not first:
+        raise QKANForecastError(f"{label}: empty file")
+    delimiter = max((",", ";", "\t"), key=first.count)
+    header = [c.strip().strip('"') for c in first.split(delimiter)]
+    columns = pick_columns(label, header, options)
+    types: dict[str, pa.DataType] = {}
+    if columns.get("id"):
+        types[columns["id"]] = pa.dictionary(pa.int32(), pa.string())
+    include = [c for c in [columns.get("id"), columns["time"], *columns["series"]] if c]
+    read_options = pacsv.ReadOptions(use_threads=True, block_size=CSV_BLOCK_BYTES)
+    parse_options = pacsv.ParseOptions(delimiter=delimiter)
+    # fast path: stream block by block with numeric values, so memory holds one block of text at a time
+    numeric = dict(types, **{c: pa.float64() for c in columns["series"]})
+    try:
+        convert = pacsv.ConvertOptions(include_columns=include, column_types=numeric,
+                                       strings_can_be_null=True)
+        reader = pacsv.open_csv(src, read_options=read_options, parse_options=parse_options,
+                                convert_options=convert)
+        return from_batches(label, iter(reader), options, "line", 2, columns)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError):
+        pass  # a value that does not convert (or types that change after the first block): read it all
+    if not isinstance(src, str):
+        src.seek(0)
+    try:
+        table = pacsv.read_csv(
+            src, read_options=read_options, parse_options=parse_options,
+            convert_options=pacsv.ConvertOptions(include_columns=include, column_types=types,
+                                                 strings_can_be_null=True))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError) as e:
+        msg = str(e).strip().splitlines()[0]
+        raise QKANForecastError(f"{label}: cannot read as CSV: {msg}") from None
+    holder = [table]
+    del table  # from_arrow drops the last reference, so converted chunks are freed as it goes
+    return from_arrow(label, holder, options, "line", 2, columns)
+
+
+def _read_parquet(label: str, src: Any, options: IngestOptions) -> Table:
+    try:
+        pf = pq.ParquetFile(src)
+    except (pa.ArrowInvalid, OSError) as e:
+        msg = str(e).strip().splitlines()[0]
+        raise QKANForecastError(f"{label}: cannot read as Parquet: {msg}") from None
+    columns = pick_columns(label, pf.schema_arrow.names, options)
+    include = [c for c in [columns.get("id"), columns["time"], *columns["series"]] if c]
+    # read row group by row group; string ids come back dictionary-encoded
+    id_col = columns.get("id")
+    dict_cols = [id_col] if id_col and pa.types.is_string(pf.schema_arrow.field(id_col).type) else []
+    pf = pq.ParquetFile(src, read_dictionary=dict_cols)
+    batches = (pf.read_row_group(i, columns=include) for i in range(pf.num_row_groups))
+    return from_batches(label, batches, options, "row", 1, columns)
+
+
+def from_frame(frame: pd.DataFrame, options: IngestOptions | None = None, source: str = "<frame>") -> Table:
+    """Validate an in-memory DataFrame with the same rules as ``read_table``."""
+    options = options or IngestOptions()
+    return from_arrow(source, [pa.Table.from_pandas(frame, preserve_index=False)], options, "row", 1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# canonical files
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The ``qkanforecast`` metadata of a canonical Parquet file (``None`` if it has none)."""
+    meta = pq.read_schema(path).metadata or {}
+    return json.loads(meta[META_KEY]) if META_KEY in meta else None
+
+
+def load_canonical(path: str | os.PathLike[str]) -> Table:
+    """Load a Parquet file written by ``write_table`` quickly (no re-validation of the values).
+
+    Files without qkanforecast metadata go through ``read_table``.
+    """
+    if not Path(path).is_file():
+        raise QKANForecastError(f"{path}: file not found")
+    meta = read_metadata(path)
+    if meta is None:
+        return read_table(path)
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise QKANForecastError(f"{path}: written by a newer qkanforecast (format {meta['format_version']})")
+    pf = pq.ParquetFile(path, read_dictionary=["unique_id"])
+    n = pf.metadata.num_rows
+    ds, y = np.empty(n, np.int64), np.empty(n, np.float64)
+    names: dict[str, int] = {}
+    codes = np.empty(n, np.int32)
+    pos = 0
+    for i in range(pf.num_row_groups):
+        rg = pf.read_row_group(i, columns=["unique_id", "ds", "y"])
+        m = rg.num_rows
+        ctx = Ctx(str(path), "row", 1)
+        codes[pos:pos + m] = to_codes(rg.column("unique_id"), ctx, "unique_id", pos, names)
+        ds[pos:pos + m] = rg.column("ds").combine_chunks().cast(pa.int64()).to_numpy()
+        y[pos:pos + m] = rg.column("y").combine_chunks().to_numpy(zero_copy_only=False)
+        pos += m
+    cats = np.array(list(names), dtype=object)
+    if list(cats) != sorted(cats):
+        # categories are seen in row order; the file is sorted, so this only happens for foreign files
+        return read_table(path)
+    frame = pd.DataFrame({
+        "unique_id": pd.Categorical.from_codes(codes.astype(np.int16 if len(cats) < 2**15 else np.int32),
+                                               categories=pd.Index(cats, dtype=object)),
+        "ds": ds.view("datetime64[ns]"), "y": y}, copy=False)
+    report = {"source": str(path), "rows": n, "series": int(meta["series"]), "freq": meta["freq"],
+              "loaded": "canonical"}
+    lengths = np.asarray(meta["spans"]["length"], dtype=np.int64)
+    known = meta["spans"]["unique_id"] == list(cats) and lengths.sum() == n
+    return Table(frame=frame, freq=meta["freq"], report=report,
+                 known_offsets=np.concatenate([[0], np.cumsum(lengths)]) if known else None)

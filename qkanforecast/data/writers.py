@@ -1,0 +1,172 @@
+"""Write every table the tool writes: the canonical table (``write_table``) and result tables such as
+forecasts and backtests (``write_frame``). One choice of format (``output_format``: the caller's, else
+the suffix, ``-`` is CSV on stdout) and one write path (``_save``: a temporary file next to the target,
+renamed once complete, so a failure leaves the target as it was). Imports ``table`` and ``formats``
+from the data package.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from qkanforecast.config import OutFormat
+from qkanforecast.data.formats import FORMAT_VERSION, META_KEY, format_of
+from qkanforecast.data.table import Table
+from qkanforecast.errors import QKANForecastError
+
+CANONICAL_FORMATS = (OutFormat.PARQUET, OutFormat.CSV)  # the canonical table is never written as JSON
+ROW_GROUP_ROWS = 1 << 20
+
+
+def output_format(path: str | os.PathLike[str], fmt: str | None = None,
+                  choices: Sequence[OutFormat] = tuple(OutFormat), hint: str = "") -> OutFormat:
+    """``fmt`` if given, else from the suffix of ``path``; ``-`` (stdout) defaults to CSV.
+
+    A format outside ``choices`` is an error that lists their suffixes, followed by ``hint``.
+    """
+    if fmt is None and str(path) == "-":
+        return OutFormat.CSV
+    found = format_of(path) if fmt is None else _member(fmt)
+    if found not in choices:
+        names = [f".{c.value}" for c in choices]
+        listing = f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
+        raise QKANForecastError(f"{path}: unknown output format; use a {listing} suffix{hint}")
+    return found  # type: ignore[return-value]  # found is in choices, so not None
+
+
+def _member(fmt: str) -> OutFormat | None:
+    try:
+        return OutFormat(fmt)
+    except ValueError:
+        return None
+
+
+def write_frame(frame: pd.DataFrame, path: str | os.PathLike[str], fmt: str | None = None,
+                stdout: BinaryIO | None = None) -> None:
+    """Write a result table as Parquet, CSV or JSON lines, chosen by ``fmt`` or the suffix of ``path``
+    (``-``: stdout, CSV unless ``fmt`` says otherwise)."""
+    out = output_format(path, fmt, hint=" or --format")
+    _save(path, out, lambda fh: _dump(frame, fh, out), stdout)
+
+
+def write_table(table: Table, path: str | os.PathLike[str], format: str | None = None,
+                stdout: BinaryIO | None = None) -> None:
+    """Write the canonical table to Parquet (with metadata) or CSV, chosen by ``format`` or suffix.
+
+    Written to a temporary file next to ``path`` and renamed, so a failure leaves nothing behind.
+    ``-`` writes to stdout (CSV unless ``format="parquet"``).
+    """
+    out = output_format(path, format, CANONICAL_FORMATS)
+    _save(path, out, lambda fh: _write(table, fh, out), stdout)
+
+
+def _save(path: str | os.PathLike[str], fmt: OutFormat, dump: Callable[[BinaryIO], None],
+          stdout: BinaryIO | None) -> None:
+    """Run ``dump`` on a temporary file that becomes ``path`` (all or nothing); ``-``: on ``stdout``."""
+    if str(path) == "-":
+        out = stdout or sys.stdout.buffer
+        if fmt is OutFormat.PARQUET and out.isatty():
+            raise QKANForecastError("refusing to write Parquet to a terminal; use -o FILE or --format csv")
+        buf = io.BytesIO()  # all or nothing on stdout too
+        dump(buf)
+        out.write(buf.getvalue())
+        out.flush()
+        return
+    with atomic_file(path) as fh:
+        dump(fh)
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """A binary file that appears at ``path`` only once everything was written (temp file + rename).
+
+    On any error, or an interrupt, the temporary file is removed and ``path`` is left as it was.
+    """
+    target = Path(path)
+    if not target.parent.is_dir():
+        raise QKANForecastError(f"{target}: directory {target.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------------------------------------------
+# result tables
+
+
+def _dump(frame: pd.DataFrame, fh: BinaryIO, fmt: OutFormat) -> None:
+    if fmt is OutFormat.PARQUET:
+        frame.to_parquet(fh, index=False)
+    elif fmt is OutFormat.CSV:
+        fh.write(frame.to_csv(index=False).encode())
+    else:
+        fh.write(frame.to_json(orient="records", lines=True, date_format="iso").encode())
+
+
+# ---------------------------------------------------------------------------------------------------
+# the canonical table
+
+
+def metadata(table: Table) -> dict[str, Any]:
+    """The JSON stored under ``qkanforecast`` in the Parquet schema metadata."""
+    spans = table.spans()
+    return {"format_version": FORMAT_VERSION, "freq": table.freq, "rows": int(len(table.frame)),
+            "series": table.n_series,
+            "spans": {"unique_id": spans["unique_id"].tolist(),
+                      "start": [str(t) for t in spans["start"]], "end": [str(t) for t in spans["end"]],
+                      "length": [int(n) for n in spans["length"]]}}
+
+
+def _chunks(table: Table, rows: int = ROW_GROUP_ROWS) -> Iterator[pa.Table]:
+    frame = table.frame
+    cats = pa.array(np.asarray(frame["unique_id"].cat.categories, dtype=object), type=pa.string())
+    codes = frame["unique_id"].cat.codes.to_numpy()
+    ds, y = frame["ds"].to_numpy(), frame["y"].to_numpy()
+    for s in range(0, len(frame), rows):
+        yield pa.table({"unique_id": cats.take(pa.array(codes[s:s + rows].astype(np.int32))),
+                        "ds": pa.array(ds[s:s + rows], type=pa.timestamp("ns")),
+                        "y": pa.array(y[s:s + rows], type=pa.float64())})
+
+
+def _write(table: Table, f: Any, fmt: OutFormat) -> None:
+    schema = pa.schema([("unique_id", pa.string()), ("ds", pa.timestamp("ns")), ("y", pa.float64())])
+    if fmt is OutFormat.PARQUET:
+        schema = schema.with_metadata({META_KEY: json.dumps(metadata(table)).encode()})
+        with pq.ParquetWriter(f, schema, compression="zstd") as w:
+            for chunk in _chunks(table):
+                w.write_table(chunk.cast(schema), row_group_size=ROW_GROUP_ROWS)
+        return
+    csv_schema = pa.schema([("unique_id", pa.string()), ("ds", pa.string()), ("y", pa.float64())])
+    whole_seconds = not np.any(table.ds_ns % 10**9)
+    plain = not any(set(str(c)) & set(',"\r\n') for c in table.frame["unique_id"].cat.categories)
+    options = pacsv.WriteOptions(quoting_style="none" if plain else "needed", include_header=False)
+    f.write(b"unique_id,ds,y\n")
+    with pacsv.CSVWriter(f, csv_schema, write_options=options) as w:
+        for chunk in _chunks(table):
+            ds = chunk.column("ds").cast(pa.timestamp("s")) if whole_seconds else chunk.column("ds")
+            ds = pc.strftime(ds, format="%Y-%m-%d %H:%M:%S")
+            w.write_table(pa.table({"unique_id": chunk.column("unique_id"), "ds": ds,
+                                    "y": chunk.column("y")}, schema=csv_schema))
