@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import sine_panel
 from rich.console import Console
 
 from qkanforecast.data import (
@@ -50,10 +51,7 @@ def error_of(text: str, **kw: object) -> str:
 
 
 def panel(n_series: int = 3, steps: int = 50, freq: str = "h", seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    ds = pd.date_range("2013-11-01", periods=steps, freq=freq)
-    return pd.DataFrame({"unique_id": np.repeat([f"cell_{i}" for i in range(n_series)], steps),
-                         "ds": np.tile(ds, n_series), "y": rng.normal(100, 10, n_series * steps)})
+    return sine_panel(n_series, steps, freq, seed, start="2013-11-01", ids="cell_{}", amplitude=0, noise=10)
 
 
 def test_canonical_dtypes_and_order() -> None:

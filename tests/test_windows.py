@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import sine_panel
 
 from qkanforecast.data import Table, from_frame
 from qkanforecast.errors import QKANForecastError
@@ -23,18 +24,7 @@ from qkanforecast.windows import (
 
 
 def make_table(lengths: list[int], seed: int = 0, freq: str = "h") -> Table:
-    rng = np.random.default_rng(seed)
-    frames = [
-        pd.DataFrame(
-            {
-                "unique_id": f"s{i}",
-                "ds": pd.date_range("2020-01-01", periods=n, freq=freq),
-                "y": rng.normal(10 * (i + 1), i + 1, n),
-            }
-        )
-        for i, n in enumerate(lengths)
-    ]
-    return from_frame(pd.concat(frames, ignore_index=True))
+    return from_frame(sine_panel(steps=lengths, freq=freq, seed=seed, start="2020-01-01", ids="s{}"))
 
 
 def reference_windows(
