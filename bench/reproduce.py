@@ -50,7 +50,13 @@ import torch
 
 from qkanforecast.data import IngestOptions, Table, read_table
 from qkanforecast.metrics import mae, mse, r2
-from qkanforecast.models import build_model, count_parameters, daruan_statevector, fast_from_born
+from qkanforecast.models import (
+    build_model,
+    count_parameters,
+    daruan_statevector,
+    fast_from_born,
+    model_config_from_v1,
+)
 from qkanforecast.synthetic import as_frame, bessel_j2, damped_shm
 from qkanforecast.train import fit
 from qkanforecast.windows import SeriesScaler, WindowDataset, split_points
@@ -196,7 +202,7 @@ class ModelSpec:
 
 
 def n_params(family: str, **kwargs: Any) -> int:
-    return count_parameters(build_model(family, input_size=1, **kwargs))
+    return count_parameters(build_model(model_config_from_v1(family, dict(input_size=1, **kwargs))))
 
 
 def _largest(family: str, budget: int, horizon: int, ladder: list[dict[str, Any]]) -> dict[str, Any]:
@@ -314,24 +320,25 @@ def gate_activations(model: torch.nn.Module, grid: np.ndarray) -> dict[str, Any]
     against the spectral closed form (``QKANLayer.coefficients`` + ``fast_from_born``).
     """
     layer = copy.deepcopy(model.core.cells[0].layer).double()  # type: ignore[union-attr,index]
+    readout, reps = layer.spec.readout.value, layer.spec.reps
     x = torch.as_tensor(grid, dtype=torch.float64)
     with torch.no_grad():
         o, i, r1, _ = layer.theta.shape
         u = x.view(-1, 1, 1, 1).expand(-1, o, i, r1 - 1)
         if layer.preact_weight is not None:
             u = u * layer.preact_weight + layer.preact_bias
-        phi = daruan_statevector(layer.theta.unsqueeze(0), u, layer.readout)  # [G, O, I]
+        phi = daruan_statevector(layer.theta.unsqueeze(0), u, readout)  # [G, O, I]
         spectral = None
-        if not layer.preact_trainable:
+        if not layer.spec.preact_trainable:
             c = layer.coefficients()  # [O, I, 2r + 1]
-            k = torch.arange(1, layer.reps + 1, dtype=x.dtype)
+            k = torch.arange(1, reps + 1, dtype=x.dtype)
             ang = x.view(-1, 1) * k  # [G, r]
-            z = c[..., 0] + torch.einsum("gk,oik->goi", torch.cos(ang), c[..., 1:layer.reps + 1]) \
-                + torch.einsum("gk,oik->goi", torch.sin(ang), c[..., layer.reps + 1:])
-            spectral = z if layer.readout == "born" else fast_from_born(z)
+            z = c[..., 0] + torch.einsum("gk,oik->goi", torch.cos(ang), c[..., 1:reps + 1]) \
+                + torch.einsum("gk,oik->goi", torch.sin(ang), c[..., reps + 1:])
+            spectral = z if readout == "born" else fast_from_born(z)
         base = None if layer.base_weight is None else layer.base_weight.numpy().copy()
-    return {"grid": np.asarray(grid), "phi": phi.numpy(), "base_weight": base, "readout": layer.readout,
-            "reps": layer.reps, "input_size": model.core.input_size, "hidden_size": model.core.hidden_size,
+    return {"grid": np.asarray(grid), "phi": phi.numpy(), "base_weight": base, "readout": readout,
+            "reps": reps, "input_size": model.core.input_size, "hidden_size": model.core.hidden_size,
             "solver_gap": None if spectral is None else float((spectral - phi).abs().max())}
 
 
@@ -355,7 +362,8 @@ def run_one(data: DataSpec, spec: ModelSpec, seed: int, max_series: int | None, 
         pred = _scaled(test, pred_orig)
     else:
         torch.manual_seed(seed)
-        model = build_model(spec.family, input_size=1, horizon=data.horizon, **spec.kwargs)
+        config = model_config_from_v1(spec.family, dict(input_size=1, horizon=data.horizon, **spec.kwargs))
+        model = build_model(config)
         row["params"] = count_parameters(model)
         row["train_windows"] = min(len(parts.train), data.train_cap or len(parts.train))
         start = time.perf_counter()

@@ -9,9 +9,10 @@ import pandas as pd
 import torch
 from torch import nn
 
+from qkanforecast.config import ModelConfig, from_dict
 from qkanforecast.data import Table
 from qkanforecast.errors import QKANForecastError
-from qkanforecast.models import build_model
+from qkanforecast.models import build_model, model_config_from_v1
 from qkanforecast.registry import Entry, Registry
 from qkanforecast.windows import SeriesScaler, last_windows
 
@@ -30,7 +31,12 @@ class Predictor:
         entry = registry.get(ref)
         try:
             spec = entry.manifest["model"]
-            model = build_model(spec["name"], **spec["config"])
+            stored = spec["config"]  # to_dict(ModelConfig); format-1 manifests: flat constructor arguments
+            if "qkan" in stored:
+                config = from_dict(ModelConfig, stored)
+            else:
+                config = model_config_from_v1(spec["name"], stored)
+            model = build_model(config)
             model.load_state_dict(registry.load_state_dict(entry))
             scaler = SeriesScaler.from_state_dict(entry.manifest["scaler"])
         except (KeyError, TypeError, RuntimeError) as exc:

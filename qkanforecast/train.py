@@ -9,7 +9,6 @@ give bitwise the same weights.
 from __future__ import annotations
 
 import copy
-import inspect
 import math
 import time
 from collections.abc import Callable
@@ -20,9 +19,10 @@ import pandas as pd
 import torch
 from torch import nn
 
+from qkanforecast.config import FAMILIES, ModelConfig, QKANSpec, to_dict
 from qkanforecast.data import Table
 from qkanforecast.errors import QKANForecastError
-from qkanforecast.models import MODELS, build_model, count_parameters
+from qkanforecast.models import build_model, count_parameters
 from qkanforecast.registry import Entry, Registry, check_name
 from qkanforecast.windows import SeriesScaler, WindowDataset, make_datasets
 
@@ -50,8 +50,9 @@ class TrainConfig:
     max_windows: int | None = None  # per epoch, a fresh random sample of this many training windows
 
     def __post_init__(self) -> None:
-        if self.model not in MODELS:
-            raise QKANForecastError(f"unknown model {self.model!r}; choose from {', '.join(sorted(MODELS))}")
+        if self.model not in FAMILIES:
+            known = ", ".join(sorted(FAMILIES))
+            raise QKANForecastError(f"unknown model {self.model!r}; choose from {known}")
         for name in ("lookback", "horizon", "epochs", "batch_size", "num_layers", "reps"):
             if getattr(self, name) < 1:
                 raise QKANForecastError(
@@ -75,18 +76,10 @@ class TrainConfig:
                     f"got {size}"
                 )
 
-    def model_kwargs(self, input_size: int = 1) -> dict[str, Any]:
-        """Constructor arguments for the chosen family: only those it accepts, None meaning its default."""
-        wanted = {
-            "input_size": input_size,
-            "horizon": self.horizon,
-            "hidden_size": self.hidden_size,
-            "num_layers": self.num_layers,
-            "reps": self.reps,
-            "readout": self.readout,
-        }
-        accepted = inspect.signature(MODELS[self.model]).parameters
-        return {k: v for k, v in wanted.items() if k in accepted and v is not None}
+    def model_config(self, input_size: int = 1) -> ModelConfig:
+        """The network of this run (hidden_size None: the family's default)."""
+        qkan = QKANSpec(reps=self.reps, readout=self.readout)  # type: ignore[arg-type]
+        return ModelConfig(self.model, input_size, self.horizon, self.hidden_size, self.num_layers, qkan=qkan)
 
 
 @dataclass
@@ -238,7 +231,7 @@ def fit_table(
         test_size=_steps_or_fraction(config.test_size),
         scaler=config.scaler,
     )
-    model = build_model(config.model, **config.model_kwargs())
+    model = build_model(config.model_config())
     if initial_state is not None:
         model.load_state_dict(initial_state)
     history = fit(
@@ -297,7 +290,7 @@ def train(
     manifest = {
         "model": {
             "name": config.model,
-            "config": fitted.model.config,
+            "config": to_dict(fitted.model.config),
             "num_parameters": count_parameters(fitted.model),
         },
         "data": {
