@@ -17,6 +17,7 @@ from qkanforecast.models import (
     QKANLSTMCell,
     build_model,
     count_parameters,
+    model_config_from_v1,
 )
 
 F64 = torch.float64
@@ -134,3 +135,16 @@ def test_parameter_counts() -> None:
 def test_build_model_unknown_name() -> None:
     with pytest.raises(ConfigError, match="^model 'x' is unknown; choose from qkan-lstm, hqkan-lstm, lstm$"):
         build_model(ModelConfig("x"))
+
+
+def test_model_config_from_v1_manifest() -> None:
+    # the flat constructor arguments of a format-1 manifest (tests/golden), QKAN options into the spec
+    flat = dict(input_size=1, horizon=3, hidden_size=3, num_layers=1, dropout=0.0, reps=2, readout="fast",
+                solver="auto", preact_trainable=False, postact_trainable=False, base_weight=True, bias=True)
+    expected = ModelConfig("qkan-lstm", input_size=1, horizon=3, hidden_size=3, qkan=QKANSpec(reps=2))
+    assert model_config_from_v1("qkan-lstm", flat) == expected
+    # a family without a QKAN spec ignores those keys
+    lstm = model_config_from_v1("lstm", dict(input_size=2, hidden_size=5, reps=2, readout="born"))
+    assert lstm == ModelConfig("lstm", input_size=2, hidden_size=5)
+    with pytest.raises(ValueError, match="^model 'lstm': unknown key 'width'"):
+        model_config_from_v1("lstm", dict(width=5))
