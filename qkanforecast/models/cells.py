@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import QKANSpec, Solver
-from .blocks import SpectralBlock
+from .blocks import Block, SpectralBlock
 from .qkan import QKANLayer
 from .scan import fused_scan
 
@@ -136,7 +136,7 @@ class QKANLSTMCell(GatedCell):
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
-    def _split(self, x: Tensor) -> tuple[Tensor, SpectralBlock]:
+    def _split(self, x: Tensor) -> tuple[Tensor, Block]:
         """x [N, L, F] -> (pre [N, L, 4D] with every constant term, the block of h without its bias)."""
         n, length, _ = x.shape
         bx, bh = self.layer.blocks([self.input_size, self.hidden_size])
@@ -145,7 +145,7 @@ class QKANLSTMCell(GatedCell):
             pre = pre + bh.bias
         if self.bias is not None:
             pre = pre + self.bias
-        return pre, cast(SpectralBlock, bh)
+        return pre, bh
 
     def _prepare(self, x: Tensor) -> tuple[Tensor, StepFn]:
         pre, bh = self._split(x)
@@ -157,7 +157,7 @@ class QKANLSTMCell(GatedCell):
 
     def _fused_scan(self, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         pre, bh = self._split(x)
-        return fused_scan(bh, pre, h, c)
+        return fused_scan(cast(SpectralBlock, bh), pre, h, c)
 
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}, bias={self.bias is not None}"
