@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from qkanforecast.config import QKANSpec
 from qkanforecast.models import HQKANLSTM, LSTM, QKANLSTM, QKANLayer
 
 
@@ -48,7 +49,7 @@ def _layer_rows(repeats: int) -> list[tuple[str, float, str]]:
     for readout in ("born", "fast"):
         timings: dict[str, float] = {}
         for solver in ("spectral", "statevector"):
-            layer = QKANLayer(9, 32, reps=3, readout=readout, solver=solver)  # type: ignore[arg-type]
+            layer = QKANLayer(9, 32, QKANSpec(reps=3, readout=readout, solver=solver))  # type: ignore[arg-type]
             timings[solver] = _time(lambda layer=layer: layer(x).sum().backward(), repeats)
         if qkan is not None:
             ref = qkan.QKANLayer(9, 32, reps=3, solver="exact", fast_measure=readout == "fast")
@@ -65,10 +66,10 @@ def _train_rows(repeats: int) -> list[tuple[str, float, str]]:
     x, y = torch.randn(256, 64, 1), torch.randn(256, 1)
     models: list[tuple[str, nn.Module]] = [
         ("LSTM (nn.LSTM)", LSTM(1, 8)),
-        ("QKAN-LSTM, fast", QKANLSTM(1, 8, readout="fast")),
-        ("QKAN-LSTM, born", QKANLSTM(1, 8, readout="born")),
-        ("HQKAN-LSTM, fast", HQKANLSTM(1, 8, readout="fast")),
-        ("HQKAN-LSTM, born", HQKANLSTM(1, 8, readout="born")),
+        ("QKAN-LSTM, fast", QKANLSTM(1, 8, spec=QKANSpec(readout="fast"))),
+        ("QKAN-LSTM, born", QKANLSTM(1, 8, spec=QKANSpec(readout="born"))),
+        ("HQKAN-LSTM, fast", HQKANLSTM(1, 8, spec=QKANSpec(readout="fast"))),
+        ("HQKAN-LSTM, born", HQKANLSTM(1, 8, spec=QKANSpec(readout="born"))),
     ]
     timings = {}
     for name, core in models:

@@ -55,24 +55,25 @@ def gate_activations(model: torch.nn.Module, grid: np.ndarray) -> dict[str, Any]
     """
     core: Any = model.core
     layer = copy.deepcopy(core.cells[0].layer).double()
+    readout, reps = layer.spec.readout.value, layer.spec.reps
     x = torch.as_tensor(grid, dtype=torch.float64)
     with torch.no_grad():
         o, i, r1, _ = layer.theta.shape
         u = x.view(-1, 1, 1, 1).expand(-1, o, i, r1 - 1)
         if layer.preact_weight is not None:
             u = u * layer.preact_weight + layer.preact_bias
-        phi = daruan_statevector(layer.theta.unsqueeze(0), u, layer.readout)  # [G, O, I]
+        phi = daruan_statevector(layer.theta.unsqueeze(0), u, readout)  # [G, O, I]
         spectral = None
-        if not layer.preact_trainable:
+        if not layer.spec.preact_trainable:
             c = layer.coefficients()  # [O, I, 2r + 1]
-            k = torch.arange(1, layer.reps + 1, dtype=x.dtype)
+            k = torch.arange(1, reps + 1, dtype=x.dtype)
             ang = x.view(-1, 1) * k  # [G, r]
-            z = c[..., 0] + torch.einsum("gk,oik->goi", torch.cos(ang), c[..., 1:layer.reps + 1]) \
-                + torch.einsum("gk,oik->goi", torch.sin(ang), c[..., layer.reps + 1:])
-            spectral = z if layer.readout == "born" else fast_from_born(z)
+            z = c[..., 0] + torch.einsum("gk,oik->goi", torch.cos(ang), c[..., 1:reps + 1]) \
+                + torch.einsum("gk,oik->goi", torch.sin(ang), c[..., reps + 1:])
+            spectral = z if readout == "born" else fast_from_born(z)
         base = None if layer.base_weight is None else layer.base_weight.numpy().copy()
-    return {"grid": np.asarray(grid), "phi": phi.numpy(), "base_weight": base, "readout": layer.readout,
-            "reps": layer.reps, "input_size": core.input_size, "hidden_size": core.hidden_size,
+    return {"grid": np.asarray(grid), "phi": phi.numpy(), "base_weight": base, "readout": readout,
+            "reps": reps, "input_size": core.input_size, "hidden_size": core.hidden_size,
             "solver_gap": None if spectral is None else float((spectral - phi).abs().max())}
 
 

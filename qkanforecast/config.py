@@ -94,10 +94,14 @@ class Columns:
 # -- model families ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class FamilyInfo:
-    """A model family: its recurrent core (``"module:Class"``, imported when built) and defaults.
+    """A model family: its recurrent core and its defaults.
 
-    The core is constructed as ``Core(config: ModelConfig, hidden_size: int)`` and has nn.LSTM's
-    calling convention (batch first). ``qkan`` says whether the family reads ``ModelConfig.qkan``.
+    ``core`` is ``"module:attr"``: ``Forecaster`` imports ``module`` with importlib and calls ``attr`` with
+    the resolved ``ModelConfig`` (``hidden_size`` filled in), ``core = attr(config)``. The core is an
+    ``nn.Module`` whose ``core(x)``, x [N, L, input_size] (batch first), returns a tuple whose first item
+    is the output [N, L, hidden_size] (nn.LSTM's and nn.GRU's convention); the forecaster's head reads its
+    last step. ``hidden_size`` is the family's default width; ``qkan`` says whether the core reads
+    ``ModelConfig.qkan`` (a format-1 manifest's QKAN options are ignored for a family that does not).
     """
 
     core: str
@@ -110,12 +114,15 @@ class FamilyInfo:
 # reproduction read this table.
 FAMILIES: dict[str, FamilyInfo] = {
     "qkan-lstm": FamilyInfo(
-        "qkanforecast.models.lstm:QKANLSTM", 8, True, "LSTM whose gates are one QKAN layer (arXiv 2512.05049)"
+        "qkanforecast.models.lstm:qkan_lstm_core",
+        8,
+        True,
+        "LSTM whose gates are one QKAN layer (arXiv 2512.05049)",
     ),
     "hqkan-lstm": FamilyInfo(
-        "qkanforecast.models.lstm:HQKANLSTM", 16, True, "encoder -> latent QKAN -> decoder gate maps"
+        "qkanforecast.models.lstm:hqkan_lstm_core", 16, True, "encoder -> latent QKAN -> decoder gate maps"
     ),
-    "lstm": FamilyInfo("qkanforecast.models.lstm:LSTM", 32, False, "torch.nn.LSTM baseline"),
+    "lstm": FamilyInfo("qkanforecast.models.lstm:lstm_core", 32, False, "torch.nn.LSTM baseline"),
 }
 
 # The CLI's choice type, made from the table above.

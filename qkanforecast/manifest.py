@@ -19,6 +19,7 @@ from qkanforecast.config import (
     ModelConfig,
     QKANSpec,
     TrainConfig,
+    family_info,
     from_dict,
     to_dict,
 )
@@ -140,16 +141,28 @@ class Manifest:
             raise QKANForecastError(f"manifest: {exc}") from None
 
 
+_SPEC_KEYS = frozenset(f.name for f in dataclasses.fields(QKANSpec))
+
+
+def model_config_from_v1(name: str, flat: dict[str, Any]) -> ModelConfig:
+    """The ModelConfig of a format-1 manifest: the family ``name`` and its flat constructor arguments.
+
+    The QKAN edge options (reps, readout, solver, preact_trainable, postact_trainable, base_weight) go
+    into ``ModelConfig.qkan``; a family that reads no QKAN spec ignores them. Other keys are ModelConfig
+    fields; an unknown one is an error.
+    """
+    rest = {k: v for k, v in flat.items() if k not in _SPEC_KEYS}
+    data: dict[str, Any] = {**rest, "model": name}
+    if family_info(name).qkan:
+        data["qkan"] = {k: v for k, v in flat.items() if k in _SPEC_KEYS}
+    return from_dict(ModelConfig, data, where=f"model {name!r}")
+
+
 def _from_format_1(old: dict[str, Any]) -> dict[str, Any]:
     """Convert a format-1 manifest (qkanforecast 0.1) to the format-2 layout."""
     try:
         model, data, training = old["model"], old["data"], old["training"]
-        flat, run = dict(model["config"]), dict(training["config"])
-        qkan_keys = {f.name for f in dataclasses.fields(QKANSpec)}
-        model_keys = {f.name for f in dataclasses.fields(ModelConfig)}
-        model_config = {k: v for k, v in flat.items() if k in model_keys}
-        model_config["qkan"] = {k: v for k, v in flat.items() if k in qkan_keys}
-        model_config["model"] = model["name"]
+        run = dict(training["config"])
         data_keys = {f.name for f in dataclasses.fields(DataConfig)}
         train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
         metrics = old["metrics"]
@@ -159,7 +172,7 @@ def _from_format_1(old: dict[str, Any]) -> dict[str, Any]:
             "created": old.get("created", ""),
             "qkanforecast_version": old.get("qkanforecast_version", ""),
             "torch_version": old.get("torch_version", ""),
-            "model": model_config,
+            "model": to_dict(model_config_from_v1(model["name"], dict(model["config"]))),
             "num_parameters": model["num_parameters"],
             "data": {k: v for k, v in run.items() if k in data_keys},
             "train": {k: v for k, v in run.items() if k in train_keys},

@@ -24,14 +24,13 @@ from qkanforecast.config import (
     INTERVAL_LEVELS,
     OPTIONS,
     Columns,
-    ModelConfig,
     Settings,
     TrainConfig,
 )
 from qkanforecast.data import Table
 from qkanforecast.errors import QKANForecastError
 from qkanforecast.manifest import Calibration, Epoch, Manifest, ScalerState, Schema, Training
-from qkanforecast.models import build_model, count_parameters
+from qkanforecast.models import Forecaster, build_model, count_parameters
 from qkanforecast.registry import Entry, Registry, check_name
 from qkanforecast.windows import SeriesScaler, WindowDataset, make_datasets
 
@@ -114,7 +113,7 @@ def warm_settings(entry: Entry, options: dict[str, Any]) -> Settings:
 class Fitted:
     """A trained network with its scaler, history and the windows it was fitted on."""
 
-    model: nn.Module
+    model: Forecaster
     scaler: SeriesScaler
     history: list[Epoch]
     train_windows: int
@@ -180,12 +179,6 @@ def fit_table(
     )
 
 
-def _config_of(model: nn.Module) -> ModelConfig:
-    config = model.config
-    assert isinstance(config, ModelConfig)
-    return config
-
-
 def train(
     table: Table,
     settings: Settings,
@@ -217,7 +210,7 @@ def train(
     best = min(fitted.history, key=lambda e: e.val_loss)
     manifest = Manifest(
         name=name,
-        model=_config_of(fitted.model),
+        model=fitted.model.config,
         data=settings.data,
         train=settings.train,
         schema=Schema(

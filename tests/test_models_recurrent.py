@@ -1,19 +1,17 @@
-"""QKAN-LSTM, HQKAN-LSTM, LSTM and the forecasters: shapes, fused scan vs autograd, counts, fitting."""
+"""QKAN-LSTM, HQKAN-LSTM, LSTM: shapes, fused scan vs autograd, refine, counts (every family: conformance)."""
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
 import torch
 from torch import nn
 
-from qkanforecast.errors import QKANForecastError
+from qkanforecast.config import ConfigError, ModelConfig, QKANSpec
 from qkanforecast.models import (
     HQKANLSTM,
     LSTM,
-    MODELS,
     QKANLSTM,
     HQKANLSTMCell,
     QKANLSTMCell,
@@ -67,10 +65,11 @@ def _grads(model: nn.Module, x: torch.Tensor, hx: tuple[torch.Tensor, torch.Tens
 
 @pytest.mark.parametrize("cls", [QKANLSTM, HQKANLSTM])
 @pytest.mark.parametrize("readout", ["born", "fast"])
-@pytest.mark.parametrize("extras", [dict(), dict(postact_trainable=True, bias=False, base_weight=False)])
+@pytest.mark.parametrize("extras", [dict(), dict(postact_trainable=True, base_weight=False)])
 def test_fused_scan_matches_autograd(cls: type[nn.Module], readout: str, extras: dict[str, bool]) -> None:
     torch.manual_seed(0)
-    model = cls(2, 3, num_layers=2, readout=readout, **extras).double()
+    spec = QKANSpec(readout=readout, **extras)  # type: ignore[arg-type]
+    model = cls(2, 3, num_layers=2, bias=not extras, spec=spec).double()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.3 * torch.randn_like(p))
@@ -87,14 +86,15 @@ def test_fused_scan_matches_autograd(cls: type[nn.Module], readout: str, extras:
 @pytest.mark.parametrize("cls", [QKANLSTM, HQKANLSTM])
 def test_gradcheck_fused_scan(cls: type[nn.Module]) -> None:
     torch.manual_seed(1)
-    model = cls(1, 2, reps=2).double()
+    model = cls(1, 2, spec=QKANSpec(reps=2)).double()
     x = torch.randn(2, 3, 1, dtype=F64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda x: model(x)[0], (x,))
 
 
 def test_cell_matches_sequence_and_statevector_path() -> None:
     torch.manual_seed(2)
-    for cell in (QKANLSTMCell(2, 3, preact_trainable=True).double(), HQKANLSTMCell(2, 3).double()):
+    statevector = QKANLSTMCell(2, 3, spec=QKANSpec(preact_trainable=True))
+    for cell in (statevector.double(), HQKANLSTMCell(2, 3).double()):
         x = torch.randn(4, 2, dtype=F64)
         h, c = cell(x)
         assert h.shape == c.shape == (4, 3)
@@ -105,7 +105,7 @@ def test_cell_matches_sequence_and_statevector_path() -> None:
 @pytest.mark.parametrize("cls", [QKANLSTM, HQKANLSTM])
 def test_refine_preserves_outputs(cls: type[nn.Module]) -> None:
     torch.manual_seed(3)
-    model = cls(2, 3, reps=2).double()
+    model = cls(2, 3, spec=QKANSpec(reps=2)).double()
     x = torch.randn(3, 5, 2, dtype=F64)
     finer = model.refine(4)  # type: ignore[operator]
     torch.testing.assert_close(finer(x)[0], model(x)[0], atol=1e-12, rtol=0)
@@ -114,8 +114,8 @@ def test_refine_preserves_outputs(cls: type[nn.Module]) -> None:
 def test_parameter_counts() -> None:
     f, d, r = 2, 5, 3
     c = 2 * (r + 1) + 1  # theta + base weight
-    assert count_parameters(QKANLSTM(f, d, reps=r)) == 4 * d * (f + d) * c + 4 * d
-    cell = HQKANLSTMCell(f, d, reps=r)
+    assert count_parameters(QKANLSTM(f, d, spec=QKANSpec(reps=r))) == 4 * d * (f + d) * c + 4 * d
+    cell = HQKANLSTMCell(f, d, spec=QKANSpec(reps=r))
     a, b = math.ceil(math.log2(f + d)), math.ceil(math.log2(4 * d))
     assert (cell.latent_in, cell.latent_out) == (a, b)
     assert count_parameters(cell) == (f + d) * a + a + a * b * c + b * 4 * d + 4 * d
@@ -125,45 +125,12 @@ def test_parameter_counts() -> None:
     )
     assert count_parameters(LSTM(f, d)) == 4 * (d * f + d * d + 2 * d)
     # the paper's comparison: LSTM H=5 with head 166, QKAN-LSTM H=1, r=1 (no base weight, no bias) 34
-    assert count_parameters(build_model("lstm", hidden_size=5)) == 166
-    paper = build_model("qkan-lstm", hidden_size=1, reps=1, base_weight=False, bias=False)
+    assert count_parameters(build_model(ModelConfig("lstm", hidden_size=5))) == 166
+    spec = QKANSpec(reps=1, base_weight=False)
+    paper = build_model(ModelConfig("qkan-lstm", hidden_size=1, bias=False, qkan=spec))
     assert count_parameters(paper) == 34
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
-def test_forecaster_config_roundtrip(name: str) -> None:
-    torch.manual_seed(4)
-    model = build_model(name, input_size=2, horizon=3)
-    config = json.loads(json.dumps(model.config))  # type: ignore[arg-type]
-    again = MODELS[name](**config)
-    again.load_state_dict(model.state_dict())
-    x = torch.randn(5, 8, 2)
-    out = model(x)
-    assert out.shape == (5, 3)
-    torch.testing.assert_close(again(x), out)
-
-
 def test_build_model_unknown_name() -> None:
-    with pytest.raises(
-        QKANForecastError, match="^unknown model 'x'; choose from hqkan-lstm, lstm, qkan-lstm$"
-    ):
-        build_model("x")
-
-
-@pytest.mark.parametrize("name", sorted(MODELS))
-def test_forecaster_fits_noisy_sine(name: str) -> None:
-    torch.manual_seed(5)
-    t = torch.arange(200, dtype=torch.float32)
-    series = torch.sin(2 * math.pi * t / 25) + 0.05 * torch.randn(200)
-    windows = series.unfold(0, 13, 1)  # [N, 13]: lookback 12, horizon 1
-    x, y = windows[:, :12, None], windows[:, 12:]
-    model = build_model(name)
-    opt = torch.optim.Adam(model.parameters(), lr=2e-2)
-    losses = []
-    for _ in range(80):
-        opt.zero_grad()
-        loss = nn.functional.mse_loss(model(x), y)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    assert min(losses[-5:]) < losses[0] / 10, (losses[0], losses[-5:])
+    with pytest.raises(ConfigError, match="^model 'x' is unknown; choose from qkan-lstm, hqkan-lstm, lstm$"):
+        build_model(ModelConfig("x"))

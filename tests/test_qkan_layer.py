@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
+from qkanforecast.config import QKANSpec
 from qkanforecast.models import QKANLayer, daruan_statevector, fast_from_born, fourier_coefficients
 
 F64 = torch.float64
@@ -19,9 +20,8 @@ PRE_B = torch.tensor([0.1, 0.2, -0.3], dtype=F64)
 
 
 def _edge(readout: str, solver: str, preact: bool = False) -> QKANLayer:
-    layer = QKANLayer(
-        1, 1, reps=3, readout=readout, solver=solver, preact_trainable=preact, base_weight=False
-    )
+    spec = QKANSpec(reps=3, readout=readout, solver=solver, preact_trainable=preact, base_weight=False)
+    layer = QKANLayer(1, 1, spec)
     layer = layer.double()
     with torch.no_grad():
         layer.theta[0, 0] = THETA
@@ -75,13 +75,13 @@ def test_fourier_series_reproduces_circuit() -> None:
 
 def _pair(reps: int, readout: str, seed: int, **kw: bool) -> tuple[QKANLayer, QKANLayer]:
     torch.manual_seed(seed)
-    a = QKANLayer(3, 4, reps=reps, readout=readout, solver="spectral", **kw).double()
+    a = QKANLayer(3, 4, QKANSpec(reps=reps, readout=readout, solver="spectral", **kw)).double()
     with torch.no_grad():
         a.theta.normal_(0, 1.0)  # far from the small init, so every frequency matters
         for p in (a.postact_weight, a.postact_bias, a.base_weight):
             if p is not None:
                 p.normal_()
-    b = QKANLayer(3, 4, reps=reps, readout=readout, solver="statevector", **kw).double()
+    b = QKANLayer(3, 4, QKANSpec(reps=reps, readout=readout, solver="statevector", **kw)).double()
     b.load_state_dict(a.state_dict())
     return a, b
 
@@ -113,9 +113,8 @@ def test_spectral_equals_statevector(reps: int, readout: str) -> None:
 )
 def test_gradcheck(solver: str, readout: str, preact: bool) -> None:
     torch.manual_seed(1)
-    layer = QKANLayer(
-        2, 2, reps=2, readout=readout, solver=solver, preact_trainable=preact, postact_trainable=True
-    ).double()
+    spec = QKANSpec(reps=2, readout=readout, solver=solver, preact_trainable=preact, postact_trainable=True)
+    layer = QKANLayer(2, 2, spec).double()
     names = [n for n, _ in layer.named_parameters()]
     params = [p.detach().clone().requires_grad_() for p in layer.parameters()]
     x = torch.randn(3, 2, dtype=F64, requires_grad=True)
@@ -129,7 +128,7 @@ def test_gradcheck(solver: str, readout: str, preact: bool) -> None:
 @pytest.mark.parametrize("dtype", [torch.float32, F64])
 @pytest.mark.parametrize("solver", ["spectral", "statevector"])
 def test_fast_readout_gradients_finite_at_pole(solver: str, dtype: torch.dtype) -> None:
-    layer = QKANLayer(1, 2, reps=3, readout="fast", solver=solver).to(dtype)
+    layer = QKANLayer(1, 2, QKANSpec(reps=3, readout="fast", solver=solver)).to(dtype)
     with torch.no_grad():
         layer.theta.zero_()
         layer.theta[0, 0, 0, 1] = -math.pi / 2  # RY(-pi/2)|+> = |0>: z = 1 for every x
@@ -161,7 +160,7 @@ def test_qkan_library_parity(readout: str) -> None:
         c_dtype=torch.complex128,
         p_dtype=torch.float64,
     )
-    ours = QKANLayer(3, 4, reps=3, readout=readout).double()
+    ours = QKANLayer(3, 4, QKANSpec(reps=3, readout=readout)).double()
     with torch.no_grad():
         ref.theta.normal_(0, 1.0)
         ref.base_weight.normal_()
@@ -178,7 +177,8 @@ def test_qkan_library_parity(readout: str) -> None:
 def test_refine_preserves_function(solver: str, readout: str) -> None:
     torch.manual_seed(3)
     preact = solver == "statevector"
-    layer = QKANLayer(3, 2, reps=2, readout=readout, solver=solver, preact_trainable=preact).double()
+    spec = QKANSpec(reps=2, readout=readout, solver=solver, preact_trainable=preact)
+    layer = QKANLayer(3, 2, spec).double()
     with torch.no_grad():
         layer.theta.normal_()
         if layer.preact_weight is not None and layer.preact_bias is not None:
@@ -186,7 +186,7 @@ def test_refine_preserves_function(solver: str, readout: str) -> None:
             layer.preact_bias.normal_()
     x = torch.randn(6, 3, dtype=F64)
     finer = layer.refine(5)
-    assert finer.reps == 5 and finer.theta.shape == (2, 3, 6, 2)
+    assert finer.spec.reps == 5 and finer.theta.shape == (2, 3, 6, 2)
     torch.testing.assert_close(finer(x), layer(x), atol=1e-12, rtol=0)
     with pytest.raises(ValueError, match="new_reps must be greater"):
         layer.refine(2)
@@ -195,7 +195,8 @@ def test_refine_preserves_function(solver: str, readout: str) -> None:
 @pytest.mark.parametrize(("preact", "postact", "base"), list(itertools.product([False, True], repeat=3)))
 def test_num_parameters_formula(preact: bool, postact: bool, base: bool) -> None:
     i, o, r = 3, 5, 4
-    layer = QKANLayer(i, o, reps=r, preact_trainable=preact, postact_trainable=postact, base_weight=base)
+    spec = QKANSpec(reps=r, preact_trainable=preact, postact_trainable=postact, base_weight=base)
+    layer = QKANLayer(i, o, spec)
     expected = i * o * (2 * (r + 1) + 2 * r * preact + postact + postact + base)
     assert layer.num_parameters == expected
     assert sum(p.numel() for p in layer.parameters() if p.requires_grad) == expected
@@ -207,10 +208,10 @@ def test_validation_messages() -> None:
         ValueError, match="input.size\\(-1\\) must be equal to in_features. Expected 3, got 2"
     ):
         layer(torch.zeros(4, 2))
-    with pytest.raises(ValueError, match="readout must be one of born, fast"):
-        QKANLayer(2, 2, readout="exact")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="^readout 'exact' is unknown; choose from fast, born$"):
+        QKANLayer(2, 2, QKANSpec(readout="exact"))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="needs frozen pre-activations"):
-        QKANLayer(2, 2, solver="spectral", preact_trainable=True)
-    assert QKANLayer(2, 2, preact_trainable=True).resolved_solver == "statevector"
+        QKANLayer(2, 2, QKANSpec(solver="spectral", preact_trainable=True))  # type: ignore[arg-type]
+    assert QKANLayer(2, 2, QKANSpec(preact_trainable=True)).resolved_solver == "statevector"
     assert QKANLayer(2, 2).resolved_solver == "spectral"
     assert QKANLayer(2, 3)(torch.zeros(7, 5, 2)).shape == (7, 5, 3)

@@ -1,27 +1,20 @@
-"""QKAN layers, QKAN-LSTM / HQKAN-LSTM / LSTM recurrent models and the forecasters built on them."""
+"""QKAN layers, QKAN-LSTM / HQKAN-LSTM / LSTM recurrent models and the forecaster built on them."""
 
-from .forecasters import (
-    MODELS,
-    HQKANLSTMForecaster,
-    LSTMForecaster,
-    QKANLSTMForecaster,
-    build_model,
-    count_parameters,
-)
-from .lstm import HQKANLSTM, LSTM, QKANLSTM, HQKANLSTMCell, QKANLSTMCell
-from .qkan import QKANLayer, daruan_statevector, fast_from_born, fourier_coefficients
+from .cells import HQKANLSTMCell, QKANLSTMCell
+from .daruan import daruan_statevector, fast_from_born, fourier_coefficients
+from .forecaster import Forecaster, build_model, count_parameters
+from .lstm import HQKANLSTM, LSTM, QKANLSTM, RecurrentStack
+from .qkan import QKANLayer
 
 __all__ = [
     "HQKANLSTM",
     "HQKANLSTMCell",
-    "HQKANLSTMForecaster",
     "LSTM",
-    "LSTMForecaster",
-    "MODELS",
     "QKANLSTM",
     "QKANLSTMCell",
-    "QKANLSTMForecaster",
     "QKANLayer",
+    "RecurrentStack",
+    "Forecaster",
     "build_model",
     "count_parameters",
     "daruan_statevector",

@@ -9,273 +9,60 @@ in reverse with only the unavoidable per-step work, and forms the parameter grad
 (or forms them per step and sums once). Gradients then flow on through ordinary autograd, from the block
 tensors to theta. Tests check it against the plain autograd path to 1e-12.
 
-Notation: N batch, L steps, D hidden, n block inputs, O block outputs, r reps.
+Notation: N batch, L steps, D hidden, n block inputs, O block outputs.
 Gate map of one step (``h`` = h_{t-1}, ``pre`` = the part computed from x_t for all steps at once):
 - QKAN-LSTM:  gates = pre_t + Q(h)
 - HQKAN-LSTM: gates = dec(Q(pre_t + E h)),  dec(z) = z W_d + b_d
-with Q a spectral QKAN block (born or fast read-out) whose constant terms are folded into ``pre``/biases.
+with Q a spectral QKAN block (blocks.py: born or fast read-out) whose constant terms are folded into
+``pre`` or b_d by the caller.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
 
+from .blocks import SpectralBlock, addmm_out
 
-@dataclass
-class BlockSpec:
-    """Tensors of a spectral QKAN block, prepared for the fused scan.
 
-    born: ``wt`` [n 2r (+ n), O] multiplies the features [cos kx, sin kx (per input), silu(x)].
-    fast: ``c0`` [n, 1, O], ``ct`` [n, 2r, O], ``bwt`` [n, O] or None, ``pw`` [n, 1, O] or None.
+def fused_scan(
+    block: SpectralBlock,
+    pre: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    enc_t: Tensor | None = None,
+    dec_t: Tensor | None = None,
+    dec_b: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """pre [N, L, P], h0, c0 [N, D] -> (output [N, L, D], h_n, c_n).
+
+    QKAN-LSTM: ``block`` maps h [N, D] -> [N, 4D] and P = 4D. HQKAN-LSTM: enc_t E [D, n], dec_t W_d [O, 4D],
+    dec_b b_d [4D] or None, ``block`` maps [N, n] -> [N, O] and P = n.
     """
-
-    readout: str
-    reps: int
-    has_base: bool
-    wt: Tensor | None = None
-    c0: Tensor | None = None
-    ct: Tensor | None = None
-    bwt: Tensor | None = None
-    pw: Tensor | None = None
-
-    def tensors(self) -> list[Tensor | None]:
-        return [self.wt, self.c0, self.ct, self.bwt, self.pw]
-
-
-def _silu(x: Tensor, out: Tensor) -> None:
-    torch.ops.aten.silu.out(x, out=out)  # F.silu takes no out=
-
-
-def _silu_slope(x: Tensor) -> Tensor:
-    sig = torch.sigmoid(x)
-    return sig * (1 + x * (1 - sig))
-
-
-class _Block:
-    """Manual forward and backward of one spectral block on x [B, n] -> [B, O], over L steps.
-
-    Features [cos kx, sin kx] are sin(k x + phase), one op. Their x-derivative [-k sin kx, k cos kx] is
-    the same features with the halves swapped, so the backward folds the swap and the factor k into
-    the weights (``_dweights``) and reuses the forward's features.
-    """
-
-    n: int
-
-    def __init__(self, spec: BlockSpec, ts: list[Tensor | None], length: int, batch: int) -> None:
-        self.reps = r = spec.reps
-        self.has_base = spec.has_base
-        self.wt, self.c0, self.ct, self.bwt, self.pw = ts
-        ref = next(t for t in ts if t is not None)
-        self.kw: dict[str, Any] = {"dtype": ref.dtype, "device": ref.device}
-        k = torch.arange(1, r + 1, **self.kw)
-        self.k2 = torch.cat([k, k])
-        self.phase = torch.cat([torch.full_like(k, math.pi / 2), torch.zeros_like(k)])
-        # k and phase per feature row of [n, 2r, B] features, materialised: broadcasting them in
-        # addcmul is 2.5x slower
-        self.k2_col = self.k2[:, None].expand(2 * r, batch).contiguous()
-        self.phase_col = self.phase[:, None].expand(2 * r, batch).contiguous()
-        self.kk = torch.cat([-k, k])
-        self.length, self.batch = length, batch
-        self.slope: Tensor | None = None
-        self.x_all: Tensor | None = None
-
-    def _dweights(self, w: Tensor) -> Tensor:
-        """w [n, 2r, O] -> weights of d features / dx, expressed in the features: swap halves, times k."""
-        return (w * self.kk[:, None]).roll(self.reps, dims=1)
-
-    def forward(self, t: int, x: Tensor, add: Tensor | None, out: Tensor) -> None:
-        """x [B, n] -> out [B, O] (= Q(x) + add), keeping what the backward needs."""
-        raise NotImplementedError
-
-    def prepare_backward(self, x_all: Tensor) -> None:
-        """Derivatives that do not depend on the incoming gradient, for all steps at once (cached, so
-        a graph kept with retain_graph=True can be differentiated again). x_all [L, B, n]."""
-        if self.x_all is None:
-            self.x_all = x_all
-            self.slope = _silu_slope(x_all) if self.has_base else None
-
-    def backward(self, t: int, dy: Tensor) -> Tensor:
-        """dy [B, O] at step t -> dx [B, n]."""
-        raise NotImplementedError
-
-    def param_grads(self, dy_all: Tensor) -> list[Tensor | None]:
-        """dy_all [L, B, O] -> gradients for (wt, c0, ct, bwt, pw)."""
-        raise NotImplementedError
-
-
-class _BornBlock(_Block):
-    """y = [features, silu(x)] @ wt: one matrix product per step."""
-
-    def __init__(self, spec: BlockSpec, ts: list[Tensor | None], length: int, batch: int) -> None:
-        super().__init__(spec, ts, length, batch)
-        r, wt = self.reps, self.wt
-        assert wt is not None
-        self.n = n = wt.shape[0] // (2 * r + 1) if self.has_base else wt.shape[0] // (2 * r)
-        self.nf = nf = n * 2 * r
-        # [features, silu(x)] of every step with the batch last, [L, n 2r (+ n), B] (element-wise ops
-        # run on contiguous rows): the product's input and, after the loop, the weight gradient
-        self.feats = torch.empty(length, wt.shape[0], batch, **self.kw)
-        # per-step views made once
-        self.trig_ = self.feats[:, :nf].view(length, n, 2 * r, batch).unbind()
-        self.silu_ = self.feats[:, nf:].unbind()
-        self.rows_ = self.feats.transpose(1, 2).unbind()  # [B, n 2r (+ n)]
-        dw = self._dweights(wt[:nf].reshape(n, 2 * r, -1)).reshape(nf, -1)
-        self.dw = torch.cat([dw, wt[nf:]]) if self.has_base else dw  # [n 2r (+ n), O]
-
-    def forward(self, t: int, x: Tensor, add: Tensor | None, out: Tensor) -> None:
-        assert self.wt is not None
-        xt = x.t().contiguous()  # [n, B]: the element-wise ops below run faster on contiguous rows
-        torch.addcmul(self.phase_col, xt.unsqueeze(1), self.k2_col, out=self.trig_[t]).sin_()
-        if self.has_base:
-            _silu(xt, out=self.silu_[t])
-        if add is None:
-            torch.mm(self.rows_[t], self.wt, out=out)
-        else:
-            torch.addmm(add, self.rows_[t], self.wt, out=out)
-
-    def prepare_backward(self, x_all: Tensor) -> None:
-        super().prepare_backward(x_all)
-        if self.slope is not None:
-            self.slope_t_ = self.slope.transpose(1, 2).contiguous().unbind()  # [n, B] per step
-
-    def backward(self, t: int, dy: Tensor) -> Tensor:
-        dcols = torch.mm(self.dw, dy.t())  # [n 2r (+ n), B]
-        dx = torch.linalg.vecdot(dcols[: self.nf].view(self.n, 2 * self.reps, -1), self.trig_[t], dim=1)
-        if self.slope is not None:
-            dx.addcmul_(dcols[self.nf :], self.slope_t_[t])
-        return dx.t()  # [B, n]
-
-    def param_grads(self, dy_all: Tensor) -> list[Tensor | None]:
-        return [torch.bmm(self.feats, dy_all).sum(0), None, None, None, None]
-
-
-class _FastBlock(_Block):
-    """g = a - b, a = sqrt((1 + z)/2), b = sqrt((1 - z)/2), summed over the inputs (times pw).
-
-    Per step: one batched product gives ((1 + z)/2, (1 - z)/2) side by side, [n, B, 2O]; one clamp and
-    one rsqrt give (1/a, 1/b), a multiply gives (a, b) (rsqrt and a multiply cost less than sqrt, and
-    1/a + 1/b = 4 dg/dz comes for free); the sum over inputs, the sign of b and the base term are one
-    matrix product [sum_i a, sum_i b, silu(x)] @ [[I], [-I], [bw]]. Only 4 dg/dz is kept per step.
-    """
-
-    def __init__(self, spec: BlockSpec, ts: list[Tensor | None], length: int, batch: int) -> None:
-        super().__init__(spec, ts, length, batch)
-        r, ct, c0, kw = self.reps, self.ct, self.c0, self.kw
-        assert ct is not None and c0 is not None
-        self.n, self.o = n, o = ct.shape[0], ct.shape[2]
-        # [cos kx, sin kx, 1] @ w_ab = ((1 + z)/2, (1 - z)/2), [n, 2r + 1, 2O]
-        w_z = torch.cat([0.5 * ct, -0.5 * ct], dim=-1)
-        w_1 = torch.cat([0.5 + 0.5 * c0, 0.5 - 0.5 * c0], dim=-1)
-        self.w_ab = torch.cat([w_z, w_1], dim=1)
-        eye = torch.eye(o, **kw)
-        self.combine = torch.cat([eye, -eye] if self.bwt is None else [eye, -eye, self.bwt])  # [2O (+ n), O]
-        self.pw2 = None if self.pw is None else torch.cat([self.pw, self.pw], dim=-1)  # [n, 1, 2O]
-        eps = torch.finfo(ct.dtype).eps
-        self.tiny = eps**2  # floor inside the roots
-        self.cap = 1 / math.sqrt(eps)  # bound on 1/a and 1/b, as in fast_readout_slope
-        # [cos kx, sin kx, 1] with the batch last, [L, n, 2r + 1, B]: sin runs on contiguous rows
-        self.feats = torch.empty(length, n, 2 * r + 1, batch, **kw)
-        self.feats[:, :, 2 * r] = 1.0
-        self.sums = torch.empty(length, batch, 2 * o + (n if self.has_base else 0), **kw)
-        self.gp4 = torch.empty(length, n, batch, o, **kw)  # 4 dg/dz = 1/a + 1/b
-        self.g_all = torch.empty(length, n, batch, o, **kw) if self.pw is not None else None
-        # per-step scratch, reused: fresh 0.5 MB tensors every step cost page faults on CPU
-        self.ab = torch.empty(n, batch, 2 * o, **kw)
-        self.inv = torch.empty(n, batch, 2 * o, **kw)
-        # per-step views made once
-        self.feats_, self.trig_ = self.feats.unbind(), self.feats[:, :, : 2 * r].unbind()
-        self.feats_t_ = self.feats.transpose(2, 3).unbind()  # [n, B, 2r + 1]
-        self.sums_, self.gp4_ = self.sums.unbind(), self.gp4.unbind()
-        self.ab_sums_, self.silu_ = self.sums[..., : 2 * o].unbind(), self.sums[..., 2 * o :].unbind()
-        self.a, self.b = self.ab[..., :o], self.ab[..., o:]
-        self.inv_a, self.inv_b = self.inv[..., :o], self.inv[..., o:]
-
-    def forward(self, t: int, x: Tensor, add: Tensor | None, out: Tensor) -> None:
-        xt = x.t().contiguous()  # [n, B]: addcmul runs faster on contiguous rows
-        torch.addcmul(self.phase_col, xt.unsqueeze(1), self.k2_col, out=self.trig_[t]).sin_()
-        ab = torch.bmm(self.feats_t_[t], self.w_ab, out=self.ab)  # ((1 + z)/2, (1 - z)/2)
-        inv = torch.rsqrt(ab.clamp_min_(self.tiny), out=self.inv)  # (1/a, 1/b)
-        ab.mul_(inv)  # (a, b)
-        if self.pw2 is not None and self.g_all is not None:
-            torch.sub(self.a, self.b, out=self.g_all[t])
-            ab.mul_(self.pw2)
-        inv.clamp_max_(self.cap)
-        torch.add(self.inv_a, self.inv_b, out=self.gp4_[t])
-        torch.sum(ab, 0, out=self.ab_sums_[t])
-        if self.has_base:
-            _silu(x, out=self.silu_[t])
-        if add is None:
-            torch.mm(self.sums_[t], self.combine, out=out)
-        else:
-            torch.addmm(add, self.sums_[t], self.combine, out=out)
-
-    def prepare_backward(self, x_all: Tensor) -> None:
-        super().prepare_backward(x_all)
-        if hasattr(self, "dw"):
-            return
-        assert self.ct is not None
-        # d features / dx as a product with the features, with the 1/4 of dg/dz
-        self.dw = 0.25 * self._dweights(self.ct)  # [n, 2r, O]
-        self.bw_t = None if self.bwt is None else self.bwt.t().contiguous()  # [O, n]
-        self.dz = torch.empty_like(self.gp4[0])  # per-step scratch
-        self.dfeat = self.dz.new_empty(self.n, 2 * self.reps, self.batch)
-        # [features, 1]^T 4 dL/dz of every step: the gradients of (ct, c0), [L, n, 2r + 1, O]
-        self.dw_steps = self.dz.new_empty(self.length, self.n, 2 * self.reps + 1, self.o)
-
-    def backward(self, t: int, dy: Tensor) -> Tensor:
-        dz = torch.mul(self.gp4_[t], dy, out=self.dz)  # 4 dL/dz [n, B, O]
-        if self.pw is not None:
-            dz.mul_(self.pw)
-        torch.bmm(self.feats_[t], dz, out=self.dw_steps[t])
-        # [n, 2r, B] = dw @ dz^T is 4x faster than dz @ dw^T (a narrow output)
-        dfeat = torch.bmm(self.dw, dz.transpose(1, 2), out=self.dfeat)
-        dx = torch.linalg.vecdot(dfeat, self.trig_[t], dim=1).t()
-        if self.slope is not None and self.bw_t is not None:
-            dx = dx.addcmul(dy @ self.bw_t, self.slope[t])
-        return dx
-
-    def param_grads(self, dy_all: Tensor) -> list[Tensor | None]:
-        dy = dy_all.reshape(-1, dy_all.shape[-1])
-        dbw = None
-        if self.has_base:
-            dbw = self.sums[..., 2 * self.o :].reshape(dy.shape[0], self.n).t() @ dy
-        # summed over steps once at the end: accumulating step by step (baddbmm_) loses ~5 bits in float32
-        dw = 0.25 * self.dw_steps.sum(0)
-        dct, dc0 = dw[:, : 2 * self.reps], dw[:, 2 * self.reps :]
-        dpw = None
-        if self.g_all is not None:
-            dpw = torch.einsum("lnbo,lbo->no", self.g_all, dy_all).unsqueeze(1)
-        return [None, dc0, dct, dbw, dpw]
+    out = FusedScan.apply(block, pre, h0, c0, enc_t, dec_t, dec_b, *block.tensors())
+    return cast(tuple[Tensor, Tensor, Tensor], out)
 
 
 class FusedScan(torch.autograd.Function):
-    """(pre [N, L, P], h0 [N, D], c0 [N, D], block tensors, E, W_d, b_d) -> (out [N, L, D], h_n, c_n)."""
+    """(block, pre, h0, c0, E, W_d, b_d, *block.tensors()) -> (out [N, L, D], h_n, c_n)."""
 
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: Any,
-        spec: BlockSpec,
+        block: SpectralBlock,
         pre: Tensor,
         h0: Tensor,
         c0: Tensor,
-        wt: Tensor | None,
-        cc0: Tensor | None,
-        ct: Tensor | None,
-        bwt: Tensor | None,
-        pw: Tensor | None,
         enc_t: Tensor | None,
         dec_t: Tensor | None,
         dec_b: Tensor | None,
+        *block_tensors: Tensor | None,  # the block reads its own; passed so that autograd tracks them
     ) -> tuple[Tensor, Tensor, Tensor]:
         n, length = pre.shape[0], pre.shape[1]
         d = h0.shape[-1]
-        cls = _BornBlock if spec.readout == "born" else _FastBlock
-        block = cls(spec, [wt, cc0, ct, bwt, pw], length, n)
+        block.begin(length, n)
         kw: dict[str, Any] = {"dtype": pre.dtype, "device": pre.device}
         hs = torch.empty(length + 1, n, d, **kw)  # h_0 .. h_L
         cs = torch.empty(length + 1, n, d, **kw)
@@ -294,14 +81,11 @@ class FusedScan(torch.autograd.Function):
         i_, f_, g_, o_ = (s[..., k * d : (k + 1) * d].unbind() for k in range(4))
         for t in range(length):
             if enc_t is None:  # QKAN-LSTM
-                block.forward(t, h_[t], pre_[t], out=s_[t])
+                block.step(t, h_[t], pre_[t], out=s_[t])
             else:  # HQKAN-LSTM
                 assert x_in is not None and lat is not None and dec_t is not None
-                block.forward(t, torch.addmm(pre_[t], h_[t], enc_t, out=x_in[t]), None, out=lat[t])
-                if dec_b is None:
-                    torch.mm(lat[t], dec_t, out=s_[t])
-                else:
-                    torch.addmm(dec_b, lat[t], dec_t, out=s_[t])
+                block.step(t, torch.addmm(pre_[t], h_[t], enc_t, out=x_in[t]), None, out=lat[t])
+                addmm_out(dec_b, lat[t], dec_t, s_[t])
             torch.tanh(g_[t], out=gg_[t])
             s_[t].sigmoid_()
             torch.mul(f_[t], c_[t], out=c_[t + 1]).addcmul_(i_[t], gg_[t])
@@ -313,7 +97,7 @@ class FusedScan(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, dout: Tensor, dh_n: Tensor, dc_n: Tensor) -> tuple[Tensor | None, ...]:
-        block: _Block = ctx.block
+        block: SpectralBlock = ctx.block
         enc_t, dec_t = ctx.enc_t, ctx.dec_t
         hs, cs, s, gg, tc, x_in, lat = ctx.saved
         length, n, d = gg.shape
@@ -347,20 +131,20 @@ class FusedScan(torch.autograd.Function):
             torch.mul(dh, mo_[t], out=dgo_[t])
             dc = dc * forget_[t]
             if dlat is None:
-                dh = block.backward(t, dg_[t])
+                dh = block.step_backward(t, dg_[t])
             else:
                 assert dec is not None and enc is not None
-                de = block.backward(t, torch.mm(dg_[t], dec, out=dlat[t]))
+                de = block.step_backward(t, torch.mm(dg_[t], dec, out=dlat[t]))
                 d_in.append(de)
                 dh = de @ enc
         dg_all = dgates.view(length, n, 4 * d)
         grads = block.param_grads(dg_all if dlat is None else dlat)
         if dlat is None:
-            return (None, dg_all.transpose(0, 1), dh, dc, *grads, None, None, None)
+            return (None, dg_all.transpose(0, 1), dh, dc, None, None, None, *grads)
         assert x_in is not None and lat is not None
-        d_x = torch.stack(d_in[::-1])  # [L, N, a]
+        d_x = torch.stack(d_in[::-1])  # [L, N, n]
         dg_flat = dg_all.reshape(length * n, 4 * d)
         d_enc = hs[:-1].reshape(length * n, d).t() @ d_x.reshape(length * n, -1)
         d_dec = lat.reshape(length * n, -1).t() @ dg_flat
         d_dec_b = dg_flat.sum(0) if ctx.has_dec_b else None
-        return (None, d_x.transpose(0, 1), dh, dc, *grads, d_enc, d_dec, d_dec_b)
+        return (None, d_x.transpose(0, 1), dh, dc, d_enc, d_dec, d_dec_b, *grads)
