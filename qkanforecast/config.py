@@ -251,6 +251,19 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class BacktestConfig:
+    """A rolling-origin backtest: the last ``windows`` origins of every series, ``step`` apart (None: the
+    model's horizon); ``refit`` retrains the registered settings per window on the data before it."""
+
+    windows: int = 3
+    step: int | None = None
+    refit: bool = False
+
+    def __post_init__(self) -> None:
+        _at_least(self, 1, "windows", "step")
+
+
+@dataclass(frozen=True)
 class Settings:
     """One training run: the network, the windows and the optimiser. The model's horizon is the data's."""
 

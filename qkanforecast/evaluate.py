@@ -8,30 +8,23 @@ import numpy as np
 import pandas as pd
 
 from qkanforecast.baselines import BASELINES, naive, season_length, seasonal_naive
+from qkanforecast.config import BacktestConfig
 from qkanforecast.data import Table
-from qkanforecast.errors import QKANForecastError
 from qkanforecast.forecast import Predictor, series_arrays
 from qkanforecast.metrics import metrics_table, naive_scale
 
+BACKTEST = BacktestConfig()
 
-def backtest(
-    predictor: Predictor,
-    table: Table,
-    windows: int = 3,
-    step: int | None = None,
-    refit: bool = False,
-) -> pd.DataFrame:
+
+def backtest(predictor: Predictor, table: Table, config: BacktestConfig = BACKTEST) -> pd.DataFrame:
     """Forecast the last ``windows`` origins of every series, ``step`` apart (default: the horizon).
 
     Without ``refit`` the registered model forecasts every window as it is. With ``refit`` a fresh model is
     trained per window, with the registered training config, on the data before that window's cutoff.
     Returns ``unique_id, ds, cutoff, y, <model>, naive, seasonal_naive`` in original units.
     """
-    if windows < 1:
-        raise QKANForecastError(f"--windows must be at least 1, got {windows}")
-    step = predictor.horizon if step is None else step
-    if step < 1:
-        raise QKANForecastError(f"--step must be at least 1, got {step}")
+    windows, refit = config.windows, config.refit
+    step = predictor.horizon if config.step is None else config.step
     predictor.check_freq(table)
     horizon, lookback = predictor.horizon, predictor.lookback
     season = season_length(table.freq)
@@ -76,7 +69,7 @@ def _refit(predictor: Predictor, table: Table, back: int) -> Predictor:
     cut = replace(table, frame=frame[keep.to_numpy()].reset_index(drop=True))
     m = predictor.entry.manifest
     fitted = fit_table(cut, Settings(m.model, m.data, m.train))
-    return Predictor.from_parts(predictor.entry, fitted.model, fitted.scaler)
+    return Predictor(predictor.entry, fitted.model, fitted.scaler)
 
 
 @dataclass
@@ -87,22 +80,17 @@ class Evaluation:
 
 
 def evaluate(
-    predictor: Predictor,
-    table: Table,
-    windows: int = 3,
-    step: int | None = None,
-    refit: bool = False,
-    per_series: bool = False,
+    predictor: Predictor, table: Table, config: BacktestConfig = BACKTEST, per_series: bool = False
 ) -> Evaluation:
     """The backtest table and its metrics (model, naive, seasonal naive; overall and per series).
 
     Notes say when backtest targets fall on data the model was trained or validated on.
     """
     trained = set(predictor.entry.manifest.scaler.unique_id)
-    bt = backtest(predictor, table, windows, step, refit)
+    bt = backtest(predictor, table, config)
     notes = []
     trained_until = predictor.entry.manifest.schema.trained_until
-    if not refit and trained_until is not None:
+    if not config.refit and trained_until is not None:
         seen = bt["unique_id"].isin(trained).to_numpy() & (bt["ds"] <= pd.Timestamp(trained_until)).to_numpy()
         if seen.any():
             notes.append(

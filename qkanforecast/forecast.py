@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -18,11 +18,25 @@ from qkanforecast.windows import SeriesScaler, WindowDataset, last_windows
 
 @dataclass
 class Predictor:
-    """A registered model ready to predict: network in eval mode, its scaler and its data schema."""
+    """A registered model ready to predict: network in eval mode, its scaler and its data schema.
+
+    ``column`` is the forecast column's name (the model family); ``lookback``, ``horizon`` and ``freq``
+    are the ones it was trained with.
+    """
 
     entry: Entry
     model: nn.Module
     scaler: SeriesScaler
+    column: str = field(init=False)
+    lookback: int = field(init=False)
+    horizon: int = field(init=False)
+    freq: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        m = self.entry.manifest
+        self.column, self.lookback, self.horizon = m.model.model, m.data.lookback, m.data.horizon
+        self.freq = m.schema.freq
+        self.model.eval()
 
     @classmethod
     def load(cls, ref: str, registry: Registry | None = None) -> Predictor:
@@ -36,30 +50,7 @@ class Predictor:
             raise QKANForecastError(
                 f"{entry.path}: cannot rebuild the model from its manifest ({exc})"
             ) from None
-        model.eval()
         return cls(entry, model, scaler)
-
-    @classmethod
-    def from_parts(cls, entry: Entry, model: nn.Module, scaler: SeriesScaler) -> Predictor:
-        model.eval()
-        return cls(entry, model, scaler)
-
-    @property
-    def column(self) -> str:
-        """The forecast column's name: the model family (``qkan-lstm``, ``hqkan-lstm``, ``lstm``)."""
-        return self.entry.manifest.model.model
-
-    @property
-    def lookback(self) -> int:
-        return self.entry.manifest.data.lookback
-
-    @property
-    def horizon(self) -> int:
-        return self.entry.manifest.data.horizon
-
-    @property
-    def freq(self) -> str:
-        return self.entry.manifest.schema.freq
 
     def check_freq(self, table: Table) -> None:
         if table.freq != self.freq:

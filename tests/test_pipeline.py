@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import sine_panel
 
-from qkanforecast.config import Settings
+from qkanforecast.config import BacktestConfig, Settings
 from qkanforecast.data import from_frame, read_table
 from qkanforecast.errors import QKANForecastError
 from qkanforecast.evaluate import backtest, evaluate
@@ -70,7 +70,7 @@ def test_backtest_rows_and_baselines_by_hand(table, tmp_path):
     registry = Registry(tmp_path)
     entry = train(table, config(model="lstm", horizon=4, **SMALL), registry=registry)
     p = Predictor.load(entry.ref, registry)
-    bt = backtest(p, table, windows=3, step=5)
+    bt = backtest(p, table, BacktestConfig(windows=3, step=5))
     v = table.values[: table.offsets[1]]
     ds = table.frame["ds"].to_numpy()[: table.offsets[1]]
     part = bt[bt.unique_id == "cell0"]
@@ -91,7 +91,7 @@ def test_refit_backtest_trains_without_the_future(table, tmp_path):
     registry = Registry(tmp_path)
     entry = train(table, config(model="lstm", **SMALL), registry=registry)
     p = Predictor.load(entry.ref, registry)
-    result = evaluate(p, table, windows=2, step=1, refit=True)
+    result = evaluate(p, table, BacktestConfig(windows=2, step=1, refit=True))
     assert len(result.backtest) == 2 * 2
     assert set(result.metrics["model"]) == {"lstm", "naive", "seasonal_naive"}
     assert result.notes == []
@@ -100,7 +100,7 @@ def test_refit_backtest_trains_without_the_future(table, tmp_path):
 def test_evaluate_notes_targets_the_model_was_trained_on(table, tmp_path):
     registry = Registry(tmp_path)
     inside = train(table, config(model="lstm", **SMALL), registry=registry)
-    result = evaluate(Predictor.load(inside.ref, registry), table, windows=2, step=3)
+    result = evaluate(Predictor.load(inside.ref, registry), table, BacktestConfig(windows=2, step=3))
     until = inside.manifest.schema.trained_until
     assert result.notes == [
         f"4 of 4 backtest targets are on or before {until}, data the model was trained or validated on; "
@@ -108,7 +108,8 @@ def test_evaluate_notes_targets_the_model_was_trained_on(table, tmp_path):
     ]
     held_out = train(table, config(model="lstm", test_size=4, **SMALL), registry=registry)
     assert held_out.manifest.schema.trained_until == "2024-01-03T17:50:00"  # row 395 of 400
-    assert evaluate(Predictor.load(held_out.ref, registry), table, windows=2, step=3).notes == []
+    result = evaluate(Predictor.load(held_out.ref, registry), table, BacktestConfig(windows=2, step=3))
+    assert result.notes == []
 
 
 def test_max_windows_samples_each_epoch(table, tmp_path):
@@ -146,7 +147,7 @@ def test_conformal_intervals(tmp_path):
     assert (fc["lstm-lo-90"] <= fc["lstm-lo-50"]).all() and (fc["lstm-lo-50"] <= fc["lstm"]).all()
     assert (fc["lstm"] <= fc["lstm-hi-50"]).all() and (fc["lstm-hi-50"] <= fc["lstm-hi-90"]).all()
     # coverage on the held-out test tail, which neither training nor calibration saw
-    bt = backtest(p, table, windows=149, step=2)
+    bt = backtest(p, table, BacktestConfig(windows=149, step=2))
     uids = bt["unique_id"].tolist()
     scaled_pred = p.scaler.transform(bt["lstm"].to_numpy(), uids)
     scaled_y = p.scaler.transform(bt["y"].to_numpy(), uids)

@@ -23,7 +23,7 @@ from qkanforecast.cli.app import (
     with_input,
 )
 from qkanforecast.cli.render import show_table
-from qkanforecast.config import INTERVAL_LEVELS, OutFormat
+from qkanforecast.config import INTERVAL_LEVELS, BacktestConfig, OutFormat
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from qkanforecast.data import Table
     from qkanforecast.forecast import Predictor
 
+_BT = BacktestConfig()
 Format = Annotated[
     OutFormat | None, typer.Option("--format", help="Output format (default: from the suffix).")
 ]
@@ -95,7 +96,7 @@ def forecast(
 def evaluate(
     data: DataArg,
     model: ModelRef,
-    windows: Annotated[int, typer.Option(min=1, help="Backtest origins per series.")] = 3,
+    windows: Annotated[int, typer.Option(min=1, help="Backtest origins per series.")] = _BT.windows,
     step: Annotated[
         int | None, typer.Option(min=1, help="Steps between origins (default: the model's horizon).")
     ] = None,
@@ -115,7 +116,7 @@ def evaluate(
     from qkanforecast.evaluate import evaluate as run_evaluate
 
     predictor, table = _load(model, registry, data, inputs)
-    result = run_evaluate(predictor, table, windows, step, refit, per_series)
+    result = run_evaluate(predictor, table, BacktestConfig(windows, step, refit), per_series)
     backtest = result.backtest
     if output is not None:
         write_frame(backtest, output, fmt)
