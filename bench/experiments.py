@@ -16,7 +16,7 @@ from typing import Any
 from torch import nn
 
 from qkanforecast.baselines import BASELINES
-from qkanforecast.config import ModelConfig, QKANSpec, Readout
+from qkanforecast.config import PLAIN, ModelConfig, QKANSpec, Readout
 from qkanforecast.data import Table, from_frame, read_table
 from qkanforecast.datasets import SYNTHETIC, milan_cdr_hourly, milan_internet, synthetic
 from qkanforecast.models import build_model, count_parameters
@@ -171,7 +171,7 @@ class ModelSpec:
 
 def _config(family: str, horizon: int, hidden_size: int, reps: int = 3, base_weight: bool = True,
             bias: bool = True, readout: Readout = Readout.FAST) -> ModelConfig:
-    return ModelConfig(model=family, horizon=horizon, hidden_size=hidden_size, bias=bias,
+    return ModelConfig(model=family, horizon=horizon, hidden_size=hidden_size, bias=bias, **PLAIN,
                        qkan=QKANSpec(reps=reps, readout=readout, base_weight=base_weight))
 
 

@@ -57,6 +57,39 @@ class Scaler(str, Enum):
     NONE = "none"
 
 
+class Norm(str, Enum):
+    """How each input window is normalised before the network sees it (the output is mapped back)."""
+
+    NONE = "none"
+    WINDOW = "window"  # by the mean and standard deviation of the window's recurrent part (RevIN-style)
+
+
+class Skip(str, Enum):
+    """What the network's output is added to: nothing, the seasonal naive or the naive forecast of the
+    window. ``auto``: the naive one when the horizon is at most a quarter season, else the seasonal one."""
+
+    NONE = "none"
+    SEASON = "season"
+    LAST = "last"
+    AUTO = "auto"
+
+
+class Decoder(str, Enum):
+    """From the last hidden state to the horizon: one Linear to every step, or a per-step MLP that also
+    sees the step's calendar and lag values."""
+
+    LINEAR = "linear"
+    MLP = "mlp"
+
+
+class Loss(str, Enum):
+    """The training loss on the scaled targets; early stopping uses the same loss."""
+
+    MSE = "mse"
+    MAE = "mae"
+    HUBER = "huber"
+
+
 class Fill(str, Enum):
     """What ingest does with gaps and NaN: stop with an error, or fill them."""
 
@@ -75,6 +108,9 @@ class OutFormat(str, Enum):
 
 
 INTERVAL_LEVELS = (50, 80, 90, 95, 99)  # conformal levels calibrated at training time
+# The paper's forecaster (and qkanforecast 0.1's): the raw window in, one Linear from the last hidden state
+# out. ModelConfig(..., **PLAIN) builds it; the reproduction of the paper and format-1 checkpoints use it.
+PLAIN: dict[str, Any] = dict(norm="none", skip="none", lags=False, calendar=False, decoder="linear")
 
 
 @dataclass(frozen=True)
@@ -186,14 +222,32 @@ class ModelConfig:
     qkan: QKANSpec = field(default_factory=QKANSpec)
     latent_in: int | None = None  # hqkan-lstm: encoder width (None: ceil(log2(F + D)))
     latent_out: int | None = None  # hqkan-lstm: latent QKAN width (None: ceil(log2(4D)))
+    season: int = 1  # steps per day (a week for daily data), from the data's frequency
+    norm: Norm = Norm.WINDOW
+    skip: Skip = Skip.AUTO
+    lags: bool = True  # the decoder sees the window's values a day and a week before each step
+    calendar: bool = True  # time of day and day of week at every input and forecast step
+    decoder: Decoder = Decoder.MLP
+    decoder_size: int = 32
+    recurrent_steps: int | None = None  # the recurrence reads the window's last steps (None: all of it)
 
     def __post_init__(self) -> None:
         family_info(self.model)
-        _at_least(self, 1, "input_size", "horizon", "hidden_size", "num_layers", "latent_in", "latent_out")
+        _at_least(self, 1, "input_size", "horizon", "hidden_size", "num_layers", "latent_in", "latent_out",
+                  "season", "decoder_size", "recurrent_steps")
         if not 0 <= self.dropout < 1:
             raise ConfigError("dropout", f"must be in [0, 1), got {self.dropout}")
         if isinstance(self.qkan, dict):
             object.__setattr__(self, "qkan", from_dict(QKANSpec, self.qkan))
+        for name, enum in (("norm", Norm), ("skip", Skip), ("decoder", Decoder)):
+            _coerce(self, name, enum)
+
+    @property
+    def skip_base(self) -> Skip:
+        """The skip in force: ``auto`` resolved from the horizon and the season."""
+        if self.skip is not Skip.AUTO:
+            return self.skip
+        return Skip.LAST if 4 * self.horizon <= self.season else Skip.SEASON
 
     @property
     def family(self) -> FamilyInfo:
@@ -210,7 +264,7 @@ class ModelConfig:
 class DataConfig:
     """How training windows are cut: ``lookback`` inputs, ``horizon`` targets, chronological splits."""
 
-    lookback: int = 64
+    lookback: int | None = None  # None: a week of steps, shorter where the series are (see auto_lookback)
     horizon: int = 1
     val_size: float = 0.1  # < 1: a fraction of each series; >= 1: a number of steps
     test_size: float = 0.0  # held out from training and validation altogether (for an honest evaluate)
@@ -242,9 +296,11 @@ class TrainConfig:
     patience: int = 8  # epochs without validation gain before stopping (0: never)
     seed: int = 0
     max_windows: int | None = None  # per epoch, a fresh random sample of this many training windows
+    loss: Loss = Loss.MAE
 
     def __post_init__(self) -> None:
         _at_least(self, 1, "epochs", "batch_size", "max_windows")
+        _coerce(self, "loss", Loss)
         _at_least(self, 0, "patience")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError("lr", f"must be positive, got {self.lr}")
@@ -295,7 +351,7 @@ class Settings:
 def _options() -> dict[str, str]:
     """Flat option name -> the part of ``Settings`` it sets (model fields the data decides are left out)."""
     out: dict[str, str] = {}
-    derived = {"input_size", "horizon", "qkan"}
+    derived = {"input_size", "horizon", "qkan", "season"}
     parts = (("data", DataConfig), ("train", TrainConfig), ("model", ModelConfig), ("qkan", QKANSpec))
     for part, cls in parts:
         for f in dataclasses.fields(cls):

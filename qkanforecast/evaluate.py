@@ -44,7 +44,8 @@ def backtest(predictor: Predictor, table: Table, config: BacktestConfig = BACKTE
             if not model.scaler.has(uid):
                 model.scaler.fit_series(uid, v[: len(v) - back])
         hist = np.stack([v[len(v) - back - lookback : len(v) - back] for v in values])
-        pred = model.predict(uids, hist, horizon)
+        cut_ds = np.array([s[len(s) - back - 1] for s in stamps])
+        pred = model.predict(uids, hist, cut_ds, horizon)
         for i, (uid, v, s) in enumerate(zip(uids, values, stamps, strict=True)):
             cut = len(v) - back
             cols["unique_id"].append(np.repeat(uid, horizon))

@@ -10,10 +10,13 @@ import torch
 from torch import nn
 
 from qkanforecast.data import Table
+from qkanforecast.data.table import freq_to_ns
 from qkanforecast.errors import QKANForecastError
-from qkanforecast.models import build_model
+from qkanforecast.models import Forecaster, build_model
 from qkanforecast.registry import Entry, Registry
-from qkanforecast.windows import SeriesScaler, WindowDataset, last_windows
+from qkanforecast.windows import SeriesScaler, WindowDataset, last_windows, window_calendar
+
+CHUNK = 1024  # series forecast at once
 
 
 @dataclass
@@ -25,17 +28,20 @@ class Predictor:
     """
 
     entry: Entry
-    model: nn.Module
+    model: Forecaster
     scaler: SeriesScaler
     column: str = field(init=False)
     lookback: int = field(init=False)
     horizon: int = field(init=False)
     freq: str = field(init=False)
+    step_ns: int = field(init=False)
 
     def __post_init__(self) -> None:
         m = self.entry.manifest
-        self.column, self.lookback, self.horizon = m.model.model, m.data.lookback, m.data.horizon
-        self.freq = m.schema.freq
+        lookback = m.data.lookback
+        assert lookback is not None  # training records the lookback it used
+        self.column, self.lookback, self.horizon = m.model.model, lookback, m.data.horizon
+        self.freq, self.step_ns = m.schema.freq, freq_to_ns(m.schema.freq)
         self.model.eval()
 
     @classmethod
@@ -58,33 +64,38 @@ class Predictor:
                 f"data frequency is {table.freq} but {self.entry.ref} was trained on {self.freq} data"
             )
 
-    def predict(self, uids: list[str], histories: np.ndarray, steps: int | None = None) -> np.ndarray:
+    def predict(
+        self, uids: list[str], histories: np.ndarray, last_ds: np.ndarray, steps: int | None = None
+    ) -> np.ndarray:
         """Forecast ``steps`` values after each history, in original units.
 
-        ``histories`` is ``[S, >= lookback]`` in original units, one row per series of ``uids``. Beyond the
+        ``histories`` is ``[S, >= lookback]`` in original units, one row per series of ``uids``, and
+        ``last_ds`` the time of each history's last value (int64 ns or datetime64[ns]). Beyond the
         model's horizon the forecast is recursive: predictions are fed back as inputs.
         """
-        return self.scaler.inverse_transform(self.predict_scaled(uids, histories, steps), uids)
-
-    def predict_scaled(self, uids: list[str], histories: np.ndarray, steps: int | None = None) -> np.ndarray:
-        """Like ``predict``, in each series' scaled units: float64 ``[S, steps]``."""
         window = self.scaler.transform(histories[:, -self.lookback :], uids)  # [S, L]
-        return self.rollout(window, steps)
+        return self.scaler.inverse_transform(self.rollout(window, last_ds, steps), uids)
 
     @torch.no_grad()
-    def rollout(self, window: np.ndarray, steps: int | None = None) -> np.ndarray:
-        """``steps`` scaled values after each scaled window ``[S, >= lookback]``: float64 ``[S, steps]``."""
+    def rollout(self, window: np.ndarray, last_ds: np.ndarray, steps: int | None = None) -> np.ndarray:
+        """``steps`` scaled values after each scaled window ``[S, >= lookback]`` whose last value is at
+        ``last_ds``: float64 ``[S, steps]``."""
         steps = steps or self.horizon
         window = window[:, -self.lookback :].astype(np.float32)
+        first = np.asarray(last_ds).astype("datetime64[ns]").view(np.int64) + self.step_ns  # [S]
+        config = self.model.config
         out = []
         done = 0
         while done < steps:
+            past, future = window_calendar(first, self.step_ns, self.lookback, self.horizon, config.calendar)
+            x = torch.cat([torch.from_numpy(window[:, :, None]), past], dim=-1)
             pred = np.concatenate(
-                [self.model(torch.from_numpy(chunk[:, :, None])).numpy() for chunk in _chunks(window)]
-            )  # [S, H]
+                [self.model(x[i : i + CHUNK], future[i : i + CHUNK]).numpy() for i in range(0, len(x), CHUNK)]
+            )  # [S, H], in chunks that bound the recurrence's buffers
             out.append(pred)
             done += pred.shape[1]
             window = np.concatenate([window, pred], axis=1)[:, -self.lookback :]
+            first = first + self.horizon * self.step_ns
         return np.concatenate(out, axis=1)[:, :steps].astype(np.float64)
 
     def interval_width(self, level: int) -> np.ndarray:
@@ -110,12 +121,8 @@ def predict_windows(model: nn.Module, ds: WindowDataset, batch_size: int = 1024)
     ``ds.scaler.inverse_transform(pred, ds.series_of(range(len(ds))))`` gives original units.
     """
     model.eval()
-    out = [model(x).double().numpy() for x, _ in ds.iter_batches(batch_size)]
+    out = [model(x, future).double().numpy() for x, future, _ in ds.iter_batches(batch_size)]
     return np.concatenate(out) if out else np.zeros((0, ds.horizon))
-
-
-def _chunks(a: np.ndarray, size: int = 1024) -> list[np.ndarray]:
-    return [np.ascontiguousarray(a[i : i + size]) for i in range(0, len(a), size)] or [a]
 
 
 def check_lengths(table: Table, min_length: int, what: str) -> None:
@@ -165,7 +172,7 @@ def forecast(
     check_lengths(table, predictor.lookback, f"a lookback of {predictor.lookback}")
     inputs = last_windows(table, predictor.lookback, predictor.scaler)  # fits series never seen in training
     uids = inputs.unique_id
-    scaled = predictor.rollout(inputs.x[:, :, 0].numpy(), steps)  # [S, steps]
+    scaled = predictor.rollout(inputs.x[:, :, 0].numpy(), inputs.last_ds, steps)  # [S, steps]
     out = {
         "unique_id": np.repeat(uids, steps),
         "ds": inputs.future_ds(steps).reshape(-1),

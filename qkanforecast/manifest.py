@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qkanforecast.config import (
+    PLAIN,
     Columns,
     ConfigError,
     DataConfig,
@@ -144,6 +145,7 @@ class Manifest:
 _SPEC_KEYS = frozenset(f.name for f in dataclasses.fields(QKANSpec))
 
 
+
 def model_config_from_v1(name: str, flat: dict[str, Any]) -> ModelConfig:
     """The ModelConfig of a format-1 manifest: the family ``name`` and its flat constructor arguments.
 
@@ -152,7 +154,7 @@ def model_config_from_v1(name: str, flat: dict[str, Any]) -> ModelConfig:
     fields; an unknown one is an error.
     """
     rest = {k: v for k, v in flat.items() if k not in _SPEC_KEYS}
-    data: dict[str, Any] = {**rest, "model": name}
+    data: dict[str, Any] = {**PLAIN, **rest, "model": name}
     if family_info(name).qkan:
         data["qkan"] = {k: v for k, v in flat.items() if k in _SPEC_KEYS}
     return from_dict(ModelConfig, data, where=f"model {name!r}")

@@ -12,18 +12,20 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import pandas as pd
 import torch
 from torch import nn
 
+from qkanforecast.baselines import season_length
 from qkanforecast.config import (
     ARCHITECTURE,
     INTERVAL_LEVELS,
     OPTIONS,
     Columns,
+    Loss,
     Settings,
     TrainConfig,
 )
@@ -32,17 +34,28 @@ from qkanforecast.errors import QKANForecastError
 from qkanforecast.manifest import Calibration, Epoch, Manifest, ScalerState, Schema, Training
 from qkanforecast.models import Forecaster, build_model, count_parameters
 from qkanforecast.registry import Entry, Registry, check_name
-from qkanforecast.windows import SeriesScaler, WindowDataset, make_datasets
+from qkanforecast.windows import SeriesScaler, WindowDataset, make_datasets, split_points
 
 ProgressFn = Callable[[Epoch, int, bool], None]  # (epoch record, total epochs, improved)
 
 
+LOSSES: dict[Loss, Callable[..., torch.Tensor]] = {
+    Loss.MSE: nn.functional.mse_loss,
+    Loss.MAE: nn.functional.l1_loss,
+    Loss.HUBER: nn.functional.huber_loss,  # delta 1 in scaled units
+}
+
+
 @torch.no_grad()
-def evaluate_loss(model: nn.Module, ds: WindowDataset, batch_size: int = 1024) -> float:
+def evaluate_loss(
+    model: nn.Module, ds: WindowDataset, loss: Loss = Loss.MSE, batch_size: int = 1024
+) -> float:
+    """The mean ``loss`` over every window of ``ds``."""
     model.eval()
+    loss_fn = LOSSES[loss]
     total, count = 0.0, 0
-    for x, y in ds.iter_batches(batch_size):
-        total += float(nn.functional.mse_loss(model(x), y, reduction="sum"))
+    for x, future, y in ds.iter_batches(batch_size):
+        total += float(loss_fn(model(x, future), y, reduction="sum"))
         count += y.numel()
     return total / max(count, 1)
 
@@ -54,29 +67,33 @@ def fit(
     config: TrainConfig,
     progress: ProgressFn | None = None,
 ) -> list[Epoch]:
-    """Train in place with Adam + MSE; keep the weights of the best validation epoch (or the last).
+    """Train in place with Adam on ``config.loss``; keep the weights of the best validation epoch (or the
+    last).
 
     ``config.max_windows`` bounds an epoch on a large panel: each epoch trains on a fresh random sample
     of that many training windows.
     """
     gen = torch.Generator().manual_seed(config.seed)
+    loss_fn = LOSSES[config.loss]
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     best, best_state, stale, history = math.inf, copy.deepcopy(model.state_dict()), 0, []
     for epoch in range(1, config.epochs + 1):
         model.train()
         start, total, count, windows = time.perf_counter(), 0.0, 0, 0
-        for x, y in train_ds.iter_batches(
+        for x, future, y in train_ds.iter_batches(
             config.batch_size, shuffle=True, generator=gen, limit=config.max_windows
         ):
             opt.zero_grad(set_to_none=True)
-            loss = nn.functional.mse_loss(model(x), y)
+            loss = loss_fn(model(x, future), y)
             loss.backward()
             opt.step()
             total += loss.item() * y.numel()
             count += y.numel()
             windows += len(y)
         train_loss = total / max(count, 1)
-        val_loss = evaluate_loss(model, val_ds) if val_ds is not None and len(val_ds) else train_loss
+        val_loss = train_loss
+        if val_ds is not None and len(val_ds):
+            val_loss = evaluate_loss(model, val_ds, config.loss)
         seconds = time.perf_counter() - start
         record = Epoch(epoch, train_loss, val_loss, seconds, windows / max(seconds, 1e-9))
         history.append(record)
@@ -111,8 +128,9 @@ def warm_settings(entry: Entry, options: dict[str, Any]) -> Settings:
 
 @dataclass
 class Fitted:
-    """A trained network with its scaler, history and the windows it was fitted on."""
+    """A trained network with its settings (resolved), scaler, history and the windows it was fitted on."""
 
+    settings: Settings
     model: Forecaster
     scaler: SeriesScaler
     history: list[Epoch]
@@ -130,7 +148,7 @@ def calibrate(model: nn.Module, val_ds: WindowDataset, batch_size: int = 1024) -
     small). The validation part also chose the epoch, so coverage can fall slightly short of the level.
     """
     model.eval()
-    residuals = torch.cat([(model(x) - y).abs() for x, y in val_ds.iter_batches(batch_size)])  # [N, H]
+    residuals = torch.cat([(model(x, f) - y).abs() for x, f, y in val_ds.iter_batches(batch_size)])  # [N, H]
     ordered, _ = residuals.double().sort(dim=0)
     n = len(ordered)
     widths = []
@@ -145,6 +163,32 @@ def calibrate(model: nn.Module, val_ds: WindowDataset, batch_size: int = 1024) -
     )
 
 
+def auto_lookback(season: int, horizon: int, train_length: int) -> int:
+    """The default lookback: a week of steps (7 seasons), else two days, else one, whichever leaves the
+    shortest series' training part room for a few windows (lookback + 2 horizons); else what fits."""
+    for days in (7, 2, 1):
+        if days * season + 2 * horizon <= train_length:
+            return days * season
+    return max(1, min(season, train_length - 2 * horizon))
+
+
+def resolve(settings: Settings, table: Table) -> Settings:
+    """The settings with every data-dependent default made concrete (and so recorded in the manifest):
+    the season from the frequency, the lookback, the recurrence's length and the skip."""
+    data, model = settings.data, settings.model
+    season = season_length(table.freq)
+    if data.lookback is None:
+        train_end, _ = split_points(table.lengths, data.part_size("val_size"), data.part_size("test_size"),
+                                    ids=table.ids)
+        data = replace(data, lookback=auto_lookback(season, data.horizon, int(train_end.min())))
+    assert data.lookback is not None
+    model = replace(model, season=season)
+    if model.recurrent_steps is None:
+        model = replace(model, recurrent_steps=min(data.lookback, max(2 * season, 168)))
+    model = replace(model, skip=model.skip_base)
+    return Settings(model, data, settings.train)
+
+
 def fit_table(
     table: Table,
     settings: Settings,
@@ -153,7 +197,9 @@ def fit_table(
     progress: ProgressFn | None = None,
 ) -> Fitted:
     """Fit one global model on every series of ``table`` (seeded here, at the entry point)."""
+    settings = resolve(settings, table)
     data = settings.data
+    assert data.lookback is not None
     torch.manual_seed(settings.train.seed)
     train_ds, val_ds, _, scaler = make_datasets(
         table,
@@ -162,6 +208,7 @@ def fit_table(
         val_size=data.part_size("val_size"),
         test_size=data.part_size("test_size"),
         scaler=data.scaler.value,
+        calendar=settings.model.calendar,
     )
     model = build_model(settings.model)
     if initial_state is not None:
@@ -169,6 +216,7 @@ def fit_table(
     history = fit(model, train_ds, val_ds, settings.train, progress)
     last_seen = table.ds_ns[table.offsets[:-1] + train_ds.val_end - 1].max()
     return Fitted(
+        settings,
         model,
         scaler,
         history,
@@ -211,8 +259,8 @@ def train(
     manifest = Manifest(
         name=name,
         model=fitted.model.config,
-        data=settings.data,
-        train=settings.train,
+        data=fitted.settings.data,
+        train=fitted.settings.train,
         schema=Schema(
             freq=table.freq,
             series=table.n_series,

@@ -30,6 +30,7 @@ from torch.utils.data import Dataset
 from qkanforecast.config import Scaler
 from qkanforecast.data import Table
 from qkanforecast.errors import QKANForecastError
+from qkanforecast.features import calendar, step_times
 
 SCALERS = tuple(k.value for k in Scaler)
 PARTS = ("train", "val", "test")
@@ -200,6 +201,18 @@ class ForecastInputs:
         return (self.last_ds.view(np.int64)[:, None] + k[None, :]).view("datetime64[ns]")
 
 
+def window_calendar(first_target: np.ndarray, step_ns: int, lookback: int, horizon: int,
+                    on: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """The calendar of the input steps ``[N, L, C]`` and of the forecast steps ``[N, H, C]`` of windows
+    whose first target falls at ``first_target`` (int64 ns); C = 0 when not ``on``."""
+    n = len(first_target)
+    if not on:
+        return torch.zeros(n, lookback, 0), torch.zeros(n, horizon, 0)
+    times = step_times(first_target, step_ns, -lookback, horizon)  # [N, L + H]
+    cal = torch.from_numpy(calendar(times))
+    return cal[:, :lookback], cal[:, lookback:]
+
+
 def _tensor(values: np.ndarray) -> torch.Tensor:
     """A torch view of a (possibly read-only) numpy array; it is never written to."""
     with warnings.catch_warnings():
@@ -207,22 +220,29 @@ def _tensor(values: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(values)
 
 
-class WindowDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (x [N, L, F], future [N, H, C], y [N, H])
+
+
+class WindowDataset(Dataset[Batch]):
     """Windows of ``lookback`` inputs and ``horizon`` targets from one part of every series.
 
-    ``dataset[k] -> (x [L, 1], y [H])`` float32, scaled; ``dataset.batch(idx) -> (x [N, L, 1], y [N, H])``;
+    ``dataset.batch(idx) -> (x [N, L, F], future [N, H, C], y [N, H])`` float32, scaled: ``x`` holds the
+    target and, with ``calendar``, the calendar of every input step (F = 1 + C); ``future`` the calendar of
+    every target step (C = 0 without it). ``dataset[k]`` is one window without the batch axis;
     ``iter_batches(batch_size, shuffle, generator)`` yields batches without a DataLoader.
     """
 
     def __init__(self, table: Table, lookback: int, horizon: int = 1, step: int = 1, part: str = "train",
                  val_size: float | int = 0, test_size: float | int = 0, scaler: SeriesScaler | None = None,
-                 splits: tuple[np.ndarray, np.ndarray] | None = None, allow_empty: bool = False) -> None:
+                 splits: tuple[np.ndarray, np.ndarray] | None = None, allow_empty: bool = False,
+                 calendar: bool = False) -> None:
         if lookback < 1 or horizon < 1 or step < 1:
             raise QKANForecastError(
                 f"lookback, horizon and step must be at least 1, got {lookback}, {horizon}, {step}")
         if part not in PARTS:
             raise QKANForecastError(f"unknown part '{part}'; choose from {', '.join(PARTS)}")
         self.table, self.lookback, self.horizon, self.step, self.part = table, lookback, horizon, step, part
+        self.calendar = calendar
         lengths = table.lengths
         if splits is None:
             splits = split_points(lengths, val_size, test_size, ids=table.ids)
@@ -266,22 +286,25 @@ class WindowDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         s = np.searchsorted(self.cum, k, side="right") - 1
         return s, self.first_t[s] + (k - self.cum[s]) * self.step
 
-    def batch(self, index: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(x [N, L, 1], y [N, H])`` float32 for window numbers ``index`` (only these are copied)."""
+    def batch(self, index: Any) -> Batch:
+        """``(x, future, y)`` float32 for window numbers ``index`` (only these are copied)."""
         s, t = self.locate(np.atleast_1d(np.asarray(index)))
-        rows = torch.from_numpy(self.table.offsets[s] + t - self.lookback)
-        w = self._windows[rows]  # [N, L + H] float64 gather
+        first = self.table.offsets[s] + t  # row of each window's first target
+        w = self._windows[torch.from_numpy(first - self.lookback)]  # [N, L + H] float64 gather
         st = torch.from_numpy(s)
         w = ((w - self._loc[st, None]) / self._scale[st, None]).to(torch.float32)
-        return w[:, :self.lookback].unsqueeze(-1), w[:, self.lookback:]
+        x, y = w[:, :self.lookback, None], w[:, self.lookback:]
+        past, future = window_calendar(self.table.ds_ns[first], self.table.step_ns, self.lookback,
+                                       self.horizon, self.calendar)
+        return torch.cat([x, past], dim=-1), future, y
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = self.batch([index])
-        return x[0], y[0]
+    def __getitem__(self, index: int) -> Batch:
+        x, future, y = self.batch([index])
+        return x[0], future[0], y[0]
 
     def iter_batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
                      drop_last: bool = False, limit: int | None = None
-                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                     ) -> Iterator[Batch]:
         """Batches over every window, or over the first ``limit`` of the (shuffled) order."""
         order = torch.randperm(len(self), generator=generator).numpy() if shuffle else np.arange(len(self))
         order = order[:limit]
@@ -316,18 +339,20 @@ class WindowDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
 def make_datasets(table: Table, lookback: int, horizon: int = 1, step: int = 1, val_size: float | int = 0,
                   test_size: float | int = 0, scaler: str | SeriesScaler = "standard", *,
-                  val_step: int | None = None, test_step: int | None = None
+                  val_step: int | None = None, test_step: int | None = None, calendar: bool = False
                   ) -> tuple[WindowDataset, WindowDataset | None, WindowDataset | None, SeriesScaler]:
     """Train / val / test datasets sharing one split and one scaler fitted on the training parts.
     Val or test is ``None`` when its size is 0. Windows start ``step`` apart; ``val_step`` and
-    ``test_step`` (default ``step``) thin out the validation and test windows alone."""
+    ``test_step`` (default ``step``) thin out the validation and test windows alone. ``calendar`` adds
+    the calendar covariates to every window."""
     splits = split_points(table.lengths, val_size, test_size, ids=table.ids)
     if isinstance(scaler, str):
         scaler = SeriesScaler(scaler).fit(table, until=splits[0])
 
     def part(name: str, part_step: int | None) -> WindowDataset:
         every = step if part_step is None else part_step
-        return WindowDataset(table, lookback, horizon, every, name, scaler=scaler, splits=splits)
+        return WindowDataset(table, lookback, horizon, every, name, scaler=scaler, splits=splits,
+                             calendar=calendar)
 
     train = part("train", step)
     val = part("val", val_step) if (splits[1] > splits[0]).any() else None

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from qkanforecast.config import ConfigError, ModelConfig, QKANSpec
+from qkanforecast.config import PLAIN, ConfigError, ModelConfig, QKANSpec
 from qkanforecast.models import (
     HQKANLSTM,
     LSTM,
@@ -125,9 +125,9 @@ def test_parameter_counts() -> None:
     )
     assert count_parameters(LSTM(f, d)) == 4 * (d * f + d * d + 2 * d)
     # the paper's comparison: LSTM H=5 with head 166, QKAN-LSTM H=1, r=1 (no base weight, no bias) 34
-    assert count_parameters(build_model(ModelConfig("lstm", hidden_size=5))) == 166
+    assert count_parameters(build_model(ModelConfig("lstm", hidden_size=5, **PLAIN))) == 166
     spec = QKANSpec(reps=1, base_weight=False)
-    paper = build_model(ModelConfig("qkan-lstm", hidden_size=1, bias=False, qkan=spec))
+    paper = build_model(ModelConfig("qkan-lstm", hidden_size=1, bias=False, qkan=spec, **PLAIN))
     assert count_parameters(paper) == 34
 
 

@@ -18,6 +18,7 @@ from qkanforecast.config import BacktestConfig, Settings
 from qkanforecast.data import from_frame, read_table
 from qkanforecast.errors import QKANForecastError
 from qkanforecast.evaluate import backtest, evaluate
+from qkanforecast.features import calendar
 from qkanforecast.forecast import Predictor, forecast
 from qkanforecast.registry import Registry
 from qkanforecast.train import train
@@ -42,13 +43,10 @@ def test_save_load_gives_identical_forecasts(table, tmp_path, model):
     registry = Registry(tmp_path)
     entry = train(table, config(model=model, horizon=2, **SMALL), registry=registry)
     loaded = Predictor.load(entry.ref, registry)
-    x = torch.from_numpy(
-        loaded.scaler.transform(np.stack([table.values[:16], table.values[400:416]]), table.ids).astype(
-            np.float32
-        )
-    )[:, :, None]
+    window = loaded.scaler.transform(np.stack([table.values[:16], table.values[400:416]]), table.ids)
+    last_ds = table.ds_ns[[15, 415]]
     again = Predictor.load(entry.ref, registry)
-    assert torch.equal(loaded.model(x), again.model(x))
+    np.testing.assert_array_equal(loaded.rollout(window, last_ds), again.rollout(window, last_ds))
     first, second = forecast(loaded, table), forecast(again, table)
     pd.testing.assert_frame_equal(first, second)
     assert entry.manifest.num_parameters == sum(p.numel() for p in loaded.model.parameters())
@@ -59,9 +57,15 @@ def test_forecast_matches_the_model_on_the_last_window(table, tmp_path):
     entry = train(table, config(model="lstm", horizon=3, **SMALL), registry=registry)
     p = Predictor.load(entry.ref, registry)
     fc = forecast(p, table)
-    last = table.values[table.offsets[1] - 16 : table.offsets[1]]
+    end = table.offsets[1]
+    last = table.values[end - 16 : end]
+    step = 600 * 10**9  # 10 minutes
+    times = table.ds_ns[end - 1] + step * np.arange(-15, 4)  # the 16 inputs and the 3 forecast steps
     x = torch.tensor(p.scaler.transform(last, "cell0"), dtype=torch.float32)[None, :, None]
-    expected = p.scaler.inverse_transform(p.model(x).detach().numpy()[0].astype(np.float64), "cell0")
+    x = torch.cat([x, torch.from_numpy(calendar(times[:16]))[None]], dim=-1)
+    future = torch.from_numpy(calendar(times[16:]))[None]
+    prediction = p.model(x, future).detach().numpy()[0].astype(np.float64)
+    expected = p.scaler.inverse_transform(prediction, "cell0")
     np.testing.assert_allclose(fc[fc.unique_id == "cell0"]["lstm"].to_numpy(), expected, rtol=1e-6)
     assert fc["ds"].iloc[0] == table.frame["ds"].iloc[table.offsets[1] - 1] + pd.Timedelta("10min")
 
@@ -83,7 +87,7 @@ def test_backtest_rows_and_baselines_by_hand(table, tmp_path):
     np.testing.assert_array_equal(last["naive"].to_numpy(), np.repeat(v[-5], 4))
     np.testing.assert_array_equal(last["seasonal_naive"].to_numpy(), v[-4 - 144 : -144])
     # each model forecast equals a direct prediction from the window before its cutoff
-    direct = p.predict(["cell0"], v[None, n - 4 - 16 : n - 4], 4)[0]
+    direct = p.predict(["cell0"], v[None, n - 4 - 16 : n - 4], ds[n - 4 - 1 : n - 4], 4)[0]
     np.testing.assert_allclose(last["lstm"].to_numpy(), direct, rtol=1e-6)
 
 
@@ -119,7 +123,7 @@ def test_max_windows_samples_each_epoch(table, tmp_path):
     assert entry.manifest.training.train_windows > 100  # the dataset is larger than the sample
     ds = WindowDataset(table, 16, part="train", val_size=0.1)
     gen = torch.Generator().manual_seed(0)
-    drawn = torch.cat([y for _, y in ds.iter_batches(64, shuffle=True, generator=gen, limit=100)])
+    drawn = torch.cat([y for _, _, y in ds.iter_batches(64, shuffle=True, generator=gen, limit=100)])
     assert drawn.shape == (100, 1)
     with pytest.raises(QKANForecastError, match="max_windows must be at least 1, got 0"):
         config(max_windows=0)

@@ -4,7 +4,7 @@ import pandas as pd
 
 from bench import reproduce
 from bench.experiments import PARAM_RATIO, SMALL, model_specs, n_params
-from qkanforecast.config import ModelConfig, QKANSpec
+from qkanforecast.config import PLAIN, ModelConfig, QKANSpec
 
 
 def test_quick_run_writes_the_tables(tmp_path):
@@ -41,7 +41,7 @@ def test_qkan_models_are_sized_as_the_paper():
     assert n_params(specs["lstm", "paper size", None].config) == 166
     # the paper's 34-parameter QKAN-LSTM: hidden 1, reps 1, no residual, no gate bias
     small = specs["qkan-lstm", SMALL, "fast"].config
-    assert small == ModelConfig(model="qkan-lstm", horizon=1, hidden_size=1, bias=False,
+    assert small == ModelConfig(model="qkan-lstm", horizon=1, hidden_size=1, bias=False, **PLAIN,
                                 qkan=QKANSpec(reps=1, base_weight=False))
     assert n_params(small) == 34
 

@@ -12,6 +12,7 @@ from conftest import sine_panel
 
 from qkanforecast.data import Table, from_frame
 from qkanforecast.errors import QKANForecastError
+from qkanforecast.features import CALENDAR_SIZE, calendar
 from qkanforecast.forecast import predict_windows
 from qkanforecast.windows import (
     SCALERS,
@@ -65,13 +66,14 @@ def test_windows_match_naive_reference(lookback: int, horizon: int, step: int, p
     assert ds is not None
     ref = reference_windows(table, lookback, horizon, step, part, ds.train_end, ds.val_end, scaler)
     assert len(ds) == len(ref)
-    x, y = ds.batch(np.arange(len(ds)))
+    x, future, y = ds.batch(np.arange(len(ds)))
     assert x.shape == (len(ref), lookback, 1) and y.shape == (len(ref), horizon) and x.dtype == torch.float32
+    assert future.shape == (len(ref), horizon, 0)
     np.testing.assert_allclose(x[..., 0].numpy(), np.array([r[2] for r in ref]), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(y.numpy(), np.array([r[3] for r in ref]), rtol=1e-6, atol=1e-6)
     assert ds.series_of(np.arange(len(ds))) == [r[0] for r in ref]
     assert ds.locate(np.arange(len(ds)))[1].tolist() == [r[1] for r in ref]
-    xi, yi = ds[len(ds) - 1]
+    xi, _, yi = ds[len(ds) - 1]
     torch.testing.assert_close(xi, x[-1])
     torch.testing.assert_close(yi, y[-1])
     # targets in original units and the window table line up with the reference
@@ -189,9 +191,9 @@ def test_predict_windows_forecasts_every_window_in_order() -> None:
     table = make_table([30, 20])
     ds = WindowDataset(table, 5, 2)
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(5, 2))
-    x, _ = ds.batch(np.arange(len(ds)))
-    ref = model(x).detach().double().numpy()
+    model = _FlatLinear(5, 2)
+    x, future, _ = ds.batch(np.arange(len(ds)))
+    ref = model(x, future).detach().double().numpy()
     for batch_size in (1, 7, len(ds)):
         pred = predict_windows(model, ds, batch_size)
         assert pred.dtype == np.float64
@@ -202,7 +204,7 @@ def test_iter_batches_cover_every_window_once() -> None:
     table = make_table([30, 20])
     ds = WindowDataset(table, 3, 1)
     g = torch.Generator().manual_seed(0)
-    xs = torch.cat([x for x, _ in ds.iter_batches(7, shuffle=True, generator=g)])
+    xs = torch.cat([x for x, _, _ in ds.iter_batches(7, shuffle=True, generator=g)])
     ref = ds.batch(np.arange(len(ds)))[0]
     assert xs.shape == ref.shape
     assert sorted(map(tuple, xs[..., 0].tolist())) == sorted(map(tuple, ref[..., 0].tolist()))
@@ -273,3 +275,27 @@ def test_last_windows_and_future_timestamps() -> None:
         QKANForecastError, match=r"^series 's2' has 9 values but the model needs the last 10$"
     ):
         last_windows(new, 10, scaler)
+
+
+class _FlatLinear(torch.nn.Module):
+    def __init__(self, lookback: int, horizon: int) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(lookback, horizon)
+
+    def forward(self, x: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
+        return self.linear(x[:, :, 0])
+
+
+def test_calendar_of_every_input_and_target_step() -> None:
+    table = make_table([60, 50], freq="h")
+    ds = WindowDataset(table, 5, 3, calendar=True)
+    x, future, _ = ds.batch(np.arange(len(ds)))
+    assert x.shape == (len(ds), 5, 1 + CALENDAR_SIZE) and future.shape == (len(ds), 3, CALENDAR_SIZE)
+    s, t = ds.locate(np.arange(len(ds)))
+    ds_ns = table.ds_ns
+    for k in (0, 17, len(ds) - 1):
+        row = table.offsets[s[k]] + t[k]  # the first target's row
+        np.testing.assert_array_equal(x[k, :, 1:].numpy(), calendar(ds_ns[row - 5 : row]))
+        np.testing.assert_array_equal(future[k].numpy(), calendar(ds_ns[row : row + 3]))
+    plain = WindowDataset(table, 5, 3)
+    torch.testing.assert_close(plain.batch(np.arange(len(ds)))[0], x[:, :, :1])

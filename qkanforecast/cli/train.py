@@ -27,15 +27,28 @@ from qkanforecast.cli.app import (
     with_input,
 )
 from qkanforecast.cli.render import progress_printer
-from qkanforecast.config import FAMILIES, OPTIONS, Columns, Family, Readout, Scaler, Settings
+from qkanforecast.config import (
+    FAMILIES,
+    OPTIONS,
+    Columns,
+    Decoder,
+    Family,
+    Loss,
+    Norm,
+    Readout,
+    Scaler,
+    Settings,
+    Skip,
+)
 
 _S = Settings()
 _FAMILY_SIZES = ", ".join(f"{name} {info.hidden_size}" for name, info in FAMILIES.items())
 
 
-def _opt(default: Any, help: str, **kwargs: Any) -> Any:
+def _opt(default: Any, help: str, param_decls: list[str] | None = None, **kwargs: Any) -> Any:
     """An option whose value None means "not given"; the help shows the default of its config field."""
-    return typer.Option(help=f"{help}  [default: {shown(default)}]", show_default=False, **kwargs)
+    text = f"{help}  [default: {shown(default)}]"
+    return typer.Option(*(param_decls or []), help=text, show_default=False, **kwargs)
 
 
 @app.command(epilog=example("ref=$(qkanforecast train traffic.parquet --lookback 144 --horizon 6 -q)"))
@@ -44,7 +57,11 @@ def _opt(default: Any, help: str, **kwargs: Any) -> Any:
 def train(
     data: DataArg,
     model: Annotated[Family | None, _opt(_S.model.model, "Model family.")] = None,
-    lookback: Annotated[int | None, _opt(_S.data.lookback, "Input steps per window.", min=1)] = None,
+    lookback: Annotated[
+        int | None,
+        _opt("auto: a week of steps, or 2 days or 1 where the series are short", "Input steps per window.",
+             min=1),
+    ] = None,
     horizon: Annotated[int | None, _opt(_S.data.horizon, "Steps forecast at once.", min=1)] = None,
     hidden_size: Annotated[
         int | None, _opt(f"the family's: {_FAMILY_SIZES}", "Hidden units.", min=1)
@@ -54,6 +71,24 @@ def train(
         int | None, _opt(_S.model.qkan.reps, "DARUAN re-uploading repetitions (QKAN models).", min=1)
     ] = None,
     readout: Annotated[Readout | None, _opt(_S.model.qkan.readout, "DARUAN read-out (QKAN models).")] = None,
+    norm: Annotated[
+        Norm | None, _opt(_S.model.norm, "Normalise each input window by its own statistics.")
+    ] = None,
+    skip: Annotated[
+        Skip | None, _opt(_S.model.skip, "Forecast = this baseline + the network's correction (auto: naive "
+                          "for horizons up to a quarter day, else seasonal naive).")
+    ] = None,
+    lags: Annotated[
+        bool | None, _opt(_S.model.lags, "Give the decoder the values a day and a week before each step.",
+                          param_decls=["--lags/--no-lags"])
+    ] = None,
+    calendar: Annotated[
+        bool | None, _opt(_S.model.calendar, "Time of day and day of week as inputs.",
+                          param_decls=["--calendar/--no-calendar"])
+    ] = None,
+    decoder: Annotated[
+        Decoder | None, _opt(_S.model.decoder, "From the last hidden state to the horizon.")
+    ] = None,
     epochs: Annotated[int | None, _opt(_S.train.epochs, "Maximum epochs.", min=1)] = None,
     batch_size: Annotated[int | None, _opt(_S.train.batch_size, "Windows per batch.", min=1)] = None,
     lr: Annotated[float | None, _opt(_S.train.lr, "Adam learning rate.")] = None,
@@ -71,6 +106,7 @@ def train(
     ] = None,
     scaler: Annotated[Scaler | None, _opt(_S.data.scaler, "Per-series scaler.")] = None,
     seed: Annotated[int | None, _opt(_S.train.seed, "Random seed.")] = None,
+    loss: Annotated[Loss | None, _opt(_S.train.loss, "Training loss (early stopping uses it too).")] = None,
     max_windows: Annotated[
         int | None,
         typer.Option(

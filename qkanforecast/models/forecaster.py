@@ -14,11 +14,17 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from dataclasses import replace
 from typing import cast
 
+import torch
 from torch import Tensor, nn
 
-from ..config import ModelConfig
+from ..config import Decoder, ModelConfig, Norm, Skip
+from ..features import CALENDAR_SIZE
+
+_STEP_EMBEDDING = 8  # width of the learned per-step embedding the MLP decoder reads
+_EPS = 1e-5  # added to a window's standard deviation (a flat window stays finite)
 
 CoreFn = Callable[[ModelConfig], nn.Module]
 
@@ -30,23 +36,105 @@ def core_builder(target: str) -> CoreFn:
 
 
 class Forecaster(nn.Module):
-    """The family's core (batch first, output [N, L, D]) and a Linear head on its last output step."""
+    """A window of past values (and covariates) -> the next ``horizon`` values, in the window's units.
+
+    Input ``x [N, X, F]``: channel 0 the (per-series scaled) target, then the covariates of every input
+    step (the calendar when ``config.calendar``); ``future [N, H, C]`` the calendar of every forecast step.
+    With ``norm=window`` the target channel is normalised by the mean and standard deviation of the
+    recurrent part of the window and the output mapped back, so the level and scale of a forecast follow
+    the recent data. The recurrence reads the last ``recurrent_steps`` steps; the lag values (a day and a
+    week before each forecast step, the mean of the last seven days at that time of day) and the skip base
+    read the whole window. With a skip the output is ``base + correction`` and the correction's last layer
+    starts at zero: the untrained model is exactly the seasonal-naive (or naive) forecast.
+    """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.config = config.resolved()
-        hidden_size = self.config.hidden_size
-        assert hidden_size is not None  # resolved() fills it in
+        self.config = config = config.resolved()
+        d, h = config.hidden_size, config.horizon
+        assert d is not None  # resolved() fills it in
+        c = CALENDAR_SIZE if config.calendar else 0
+        self.n_lags = (3 + int(config.skip_base is Skip.LAST)) if config.lags else 0
         # the head first: checkpoints and seeded runs of earlier versions have it first
-        self.head = nn.Linear(hidden_size, self.config.horizon)
-        self.core = core_builder(self.config.family.core)(self.config)
+        last: nn.Linear
+        if config.decoder is Decoder.LINEAR:
+            self.head = last = nn.Linear(d, h)
+        else:
+            self.step_embedding = nn.Parameter(torch.randn(h, _STEP_EMBEDDING) * 0.1)
+            self.decoder = nn.Sequential(
+                nn.Linear(d + _STEP_EMBEDDING + c + self.n_lags, config.decoder_size), nn.GELU()
+            )
+            self.out = last = nn.Linear(config.decoder_size, 1)
+            self.lag_linear = nn.Linear(self.n_lags, 1, bias=False) if self.n_lags else None
+            if self.lag_linear is not None:
+                nn.init.zeros_(self.lag_linear.weight)
+        if config.skip_base is not Skip.NONE:
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+        self.core = core_builder(config.family.core)(replace(config, input_size=config.input_size + c))
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x [N, L, F] -> [N, H]: the horizon from the last hidden state."""
+    def forward(self, x: Tensor, future: Tensor | None = None) -> Tensor:
+        """x [N, X, F], future [N, H, C] -> [N, H]."""
         if x.dim() != 3:
             raise ValueError(f"expected input [N, L, F] (3D), got {x.dim()}D")
-        out, _ = self.core(x)  # [N, L, F] -> [N, L, D]
-        return cast(Tensor, self.head(out[:, -1]))  # [N, D] -> [N, H]
+        cfg = self.config
+        n, window, _ = x.shape
+        steps = min(window, cfg.recurrent_steps or window)
+        v = x[:, :, 0]  # [N, X]
+        if cfg.norm is Norm.WINDOW:
+            recent = v[:, -steps:]
+            loc = recent.mean(1, keepdim=True)
+            scale = recent.std(1, keepdim=True, unbiased=False) + _EPS  # [N, 1]
+            v = (v - loc) / scale
+        feats = torch.cat([v[:, -steps:, None], x[:, -steps:, 1:]], dim=-1)  # [N, R, F]
+        out, _ = self.core(feats)  # [N, R, F] -> [N, R, D]
+        hidden = out[:, -1]  # [N, D]
+        lags = self._lags(v) if self.n_lags else None  # [N, H, K]
+        if cfg.decoder is Decoder.LINEAR:
+            y = self.head(hidden)  # [N, D] -> [N, H]
+        else:
+            parts = [hidden[:, None].expand(-1, cfg.horizon, -1), self.step_embedding.expand(n, -1, -1)]
+            if cfg.calendar:
+                if future is None:
+                    raise ValueError("this model needs the calendar of the forecast steps (future)")
+                parts.append(future)
+            if lags is not None:
+                parts.append(lags)
+            y = self.out(self.decoder(torch.cat(parts, dim=-1)))[..., 0]  # [N, H, din] -> [N, H]
+            if self.lag_linear is not None and lags is not None:
+                y = y + self.lag_linear(lags)[..., 0]
+        if cfg.skip_base is not Skip.NONE:
+            y = y + self._base(v)
+        if cfg.norm is Norm.WINDOW:
+            y = y * scale + loc
+        return y
+
+    def _positions(self, window: int, offset: int, device: torch.device) -> Tensor:
+        """Indices into a window of ``window`` steps: for each forecast step h, the step ``offset`` before
+        it, taken from the last ``offset`` steps of the window (repeated past the offset)."""
+        return window - offset + torch.arange(self.config.horizon, device=device) % offset
+
+    def _base(self, v: Tensor) -> Tensor:
+        """The skip's base [N, H]: the seasonal naive (the last season, repeated) or the last value."""
+        window = v.shape[1]
+        if self.config.skip_base is Skip.LAST or window < self.config.season:
+            return v[:, -1:].expand(-1, self.config.horizon)
+        return v[:, self._positions(window, self.config.season, v.device)]
+
+    def _lags(self, v: Tensor) -> Tensor:
+        """[N, H, K]: per forecast step the value a day and a week before, the mean of the last seven days
+        at that time of day, and the last value when the skip is the naive one. What the window does not
+        reach is replaced by the nearest it does (a week by a day, a day by the last value)."""
+        window, s, h = v.shape[1], self.config.season, self.config.horizon
+        last = v[:, -1:].expand(-1, h)
+        days = min(7, window // s)
+        same_time = [v[:, self._positions(window - d * s, s, v.device)] for d in range(days)]  # days x [N, H]
+        day = same_time[0] if days else last
+        week = v[:, self._positions(window, 7 * s, v.device)] if window >= 7 * s else day
+        cols = [day, week, torch.stack(same_time, 0).mean(0) if days else last]
+        if self.config.skip_base is Skip.LAST:
+            cols.append(last)
+        return torch.stack(cols, dim=-1)
 
 
 def build_model(config: ModelConfig) -> Forecaster:
