@@ -218,3 +218,19 @@ def test_golden_checkpoint_keeps_loading_and_forecasting_the_same_numbers():
     pd.testing.assert_frame_equal(fc, expected, check_dtype=False, rtol=1e-6)
     manifest = json.loads((GOLDEN / "registry" / "golden" / "v1" / "manifest.json").read_text())
     assert manifest["format_version"] == 1
+
+
+def test_forecasts_follow_a_series_scaled_and_shifted(table, tmp_path):
+    """Window normalisation: 10 y + 5 is forecast as 10 forecast(y) + 5, for a series seen in training and
+    for one never seen (fitted on its own history)."""
+    registry = Registry(tmp_path)
+    entry = train(table, config(model="qkan-lstm", horizon=3, **SMALL), registry=registry)
+    p = Predictor.load(entry.ref, registry)
+    base = forecast(p, table)
+    frame = table.frame.copy()
+    frame["y"] = 10 * frame["y"] + 5
+    moved = forecast(p, from_frame(frame))
+    np.testing.assert_allclose(moved["qkan-lstm"], 10 * base["qkan-lstm"] + 5, rtol=1e-4)
+    frame["unique_id"] = frame["unique_id"].astype(str) + "-new"
+    unseen = forecast(p, from_frame(frame))
+    np.testing.assert_allclose(unseen["qkan-lstm"], 10 * base["qkan-lstm"] + 5, rtol=1e-4)
