@@ -282,3 +282,14 @@ def test_forecast_with_prediction_intervals(runner, panel_csv, registry):
     )
     assert result.exit_code == 1 and result.stdout == ""
     assert result.stderr.startswith("Error: prediction intervals cover the model's horizon (2 steps)")
+
+
+def test_threads_default_to_one_unless_asked(runner, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert run(runner, "models", "path").exit_code == 0
+    assert os.environ["OMP_NUM_THREADS"] == "1"  # set before torch is imported by a command
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    run(runner, "models", "path")
+    assert os.environ["OMP_NUM_THREADS"] == "2"  # the user's own setting is kept
+    run(runner, "--threads", "3", "models", "path")
+    assert os.environ["OMP_NUM_THREADS"] == "3"

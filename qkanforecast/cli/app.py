@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from enum import Enum
@@ -99,8 +100,21 @@ def main(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
     ] = False,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads",
+            min=1,
+            help="CPU threads for torch. The models are small: one thread is fastest, and several threads "
+            "on a busy machine can be many times slower.  [default: $OMP_NUM_THREADS, else 1]",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Forecast telecom time series with QKAN-LSTM, HQKAN-LSTM and LSTM models."""
+    # set before torch is imported (the commands import it lazily), so OpenMP starts with this many
+    if threads is not None or "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = str(threads or 1)
 
 
 # -- options shared by several commands ---------------------------------------------------------------------
