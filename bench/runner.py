@@ -102,7 +102,7 @@ def run_one(data: DataSpec, spec: ModelSpec, seed: int, max_series: int | None, 
         row["train_windows"] = min(len(train), data.train_cap or len(train))
         start = time.perf_counter()
         budget = TrainConfig(epochs=data.epochs, batch_size=data.batch_size, lr=data.lr,
-                             patience=data.patience, seed=seed, max_windows=data.train_cap)
+                             patience=data.patience, seed=seed, max_windows=data.train_cap or 0)
         history = fit(model, train, val, budget)
         row["train_seconds"] = time.perf_counter() - start
         row["epochs_run"] = len(history)

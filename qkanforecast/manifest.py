@@ -177,7 +177,11 @@ def _from_format_1(old: dict[str, Any]) -> dict[str, Any]:
             "model": to_dict(model_config_from_v1(model["name"], dict(model["config"]))),
             "num_parameters": model["num_parameters"],
             "data": {k: v for k, v in run.items() if k in data_keys},
-            "train": {k: v for k, v in run.items() if k in train_keys},
+            "train": {  # 0.1 trained on every window unless max_windows was given
+                **{k: v for k, v in run.items() if k in train_keys},
+                "max_windows": run.get("max_windows") or 0,
+                "loss": "mse",
+            },
             "schema": {
                 "freq": data["freq"],
                 "series": data["series"],

@@ -81,7 +81,7 @@ def fit(
         model.train()
         start, total, count, windows = time.perf_counter(), 0.0, 0, 0
         for x, future, y in train_ds.iter_batches(
-            config.batch_size, shuffle=True, generator=gen, limit=config.max_windows
+            config.batch_size, shuffle=True, generator=gen, limit=config.max_windows or None
         ):
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(model(x, future), y)

@@ -125,8 +125,8 @@ def test_max_windows_samples_each_epoch(table, tmp_path):
     gen = torch.Generator().manual_seed(0)
     drawn = torch.cat([y for _, _, y in ds.iter_batches(64, shuffle=True, generator=gen, limit=100)])
     assert drawn.shape == (100, 1)
-    with pytest.raises(QKANForecastError, match="max_windows must be at least 1, got 0"):
-        config(max_windows=0)
+    with pytest.raises(QKANForecastError, match="max_windows must be at least 0, got -1"):
+        config(max_windows=-1)
 
 
 def test_conformal_intervals(tmp_path):

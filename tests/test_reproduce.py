@@ -42,7 +42,7 @@ def test_qkan_models_are_sized_as_the_paper():
     # the paper's 34-parameter QKAN-LSTM: hidden 1, reps 1, no residual, no gate bias
     small = specs["qkan-lstm", SMALL, "fast"].config
     assert small == ModelConfig(model="qkan-lstm", horizon=1, hidden_size=1, bias=False, **PLAIN,
-                                qkan=QKANSpec(reps=1, base_weight=False))
+                                qkan=QKANSpec(reps=1, base_weight=False, readout="fast"))
     assert n_params(small) == 34
 
 

@@ -109,9 +109,8 @@ def train(
     loss: Annotated[Loss | None, _opt(_S.train.loss, "Training loss (early stopping uses it too).")] = None,
     max_windows: Annotated[
         int | None,
-        typer.Option(
-            min=1, help="Train each epoch on a fresh random sample of this many windows (large panels)."
-        ),
+        _opt(_S.train.max_windows, "Train each epoch on a fresh random sample of this many windows (0: all).",
+             min=0),
     ] = None,
     name: Annotated[str | None, typer.Option(help="Registry name (default: the model family).")] = None,
     from_ref: Annotated[
