@@ -15,7 +15,9 @@ def test_model_config_from_v1_manifest() -> None:
     # the flat constructor arguments of a format-1 manifest (tests/golden), QKAN options into the spec
     flat = dict(input_size=1, horizon=3, hidden_size=3, num_layers=1, dropout=0.0, reps=2, readout="fast",
                 solver="auto", preact_trainable=False, postact_trainable=False, base_weight=True, bias=True)
-    expected = ModelConfig("qkan-lstm", input_size=1, horizon=3, hidden_size=3, qkan=QKANSpec(reps=2, readout="fast"), **V1)
+    expected = ModelConfig(
+        "qkan-lstm", input_size=1, horizon=3, hidden_size=3, qkan=QKANSpec(reps=2, readout="fast"), **V1
+    )
     assert model_config_from_v1("qkan-lstm", flat) == expected
     # a family without a QKAN spec ignores those keys
     lstm = model_config_from_v1("lstm", dict(input_size=2, hidden_size=5, reps=2, readout="born"))
@@ -28,7 +30,9 @@ def test_format_1_is_read_into_the_typed_manifest():
     old = json.loads(GOLDEN.read_text())
     m = Manifest.from_json(old)
     assert m.format_version == FORMAT_VERSION and m.name == "golden"
-    expected = ModelConfig("qkan-lstm", input_size=1, horizon=3, hidden_size=3, qkan=QKANSpec(reps=2, readout="fast"), **V1)
+    expected = ModelConfig(
+        "qkan-lstm", input_size=1, horizon=3, hidden_size=3, qkan=QKANSpec(reps=2, readout="fast"), **V1
+    )
     assert m.model == expected
     assert (m.data.lookback, m.data.horizon, m.data.scaler.value) == (12, 3, "standard")
     assert (m.train.epochs, m.train.seed, m.train.patience) == (3, 7, 5)
