@@ -31,7 +31,7 @@ QF := $(BIN)/qkanforecast
 demo: install
 	rm -rf $(DEMO) && mkdir -p $(DEMO)
 	$(QF) ingest sample_data/milan_internet.csv -o $(DEMO)/milan_internet.parquet
-	$(QF) train $(DEMO)/milan_internet.parquet --model qkan-lstm --lookback 144 --horizon 144 \
+	$(QF) train $(DEMO)/milan_internet.parquet --model qkan-lstm --horizon 144 \
 		--test-size 288 --registry $(DEMO)/registry --name milan-demo > $(DEMO)/ref.txt
 	$(QF) forecast $(DEMO)/milan_internet.parquet --model $$(cat $(DEMO)/ref.txt) --level 90 \
 		--registry $(DEMO)/registry -o $(DEMO)/forecast.csv

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import types
-import typing
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, TypeVar
+from typing import Any
 
 from qkanforecast.errors import QKANForecastError
+from qkanforecast.typed import from_dict as from_dict
+from qkanforecast.typed import to_dict as to_dict
 
 
 class ConfigError(QKANForecastError):
@@ -32,64 +32,7 @@ class ConfigError(QKANForecastError):
         self.detail = message
 
 
-# -- choices --------------------------------------------------------------------------------------------
-class Readout(str, Enum):
-    """How a DARUAN edge turns its final state into a number (qkan-math.md §1)."""
-
-    FAST = "fast"
-    BORN = "born"
-
-
-class Solver(str, Enum):
-    """How the circuits are simulated: closed form (spectral), gate by gate, or the best that applies."""
-
-    AUTO = "auto"
-    SPECTRAL = "spectral"
-    STATEVECTOR = "statevector"
-
-
-class Scaler(str, Enum):
-    """Per-series scaling fitted on the training part of each series."""
-
-    STANDARD = "standard"
-    ROBUST = "robust"
-    MINMAX = "minmax"
-    NONE = "none"
-
-
-class Norm(str, Enum):
-    """How each input window is normalised before the network sees it (the output is mapped back)."""
-
-    NONE = "none"
-    WINDOW = "window"  # by the mean and standard deviation of the window's recurrent part (RevIN-style)
-
-
-class Skip(str, Enum):
-    """What the network's output is added to: nothing, the seasonal naive or the naive forecast of the
-    window. ``auto``: the naive one when the horizon is at most a quarter season, else the seasonal one."""
-
-    NONE = "none"
-    SEASON = "season"
-    LAST = "last"
-    AUTO = "auto"
-
-
-class Decoder(str, Enum):
-    """From the last hidden state to the horizon: one Linear to every step, or a per-step MLP that also
-    sees the step's calendar and lag values."""
-
-    LINEAR = "linear"
-    MLP = "mlp"
-
-
-class Loss(str, Enum):
-    """The training loss on the scaled targets; early stopping uses the same loss."""
-
-    MSE = "mse"
-    MAE = "mae"
-    HUBER = "huber"
-
-
+# -- data choices --------------------------------------------------------------------------------------------
 class Fill(str, Enum):
     """What ingest does with gaps and NaN: stop with an error, or fill them."""
 
@@ -191,6 +134,21 @@ def _coerce(obj: Any, name: str, enum: type[Enum]) -> None:
         ) from None
 
 
+class Readout(str, Enum):
+    """How a DARUAN edge turns its final state into a number (qkan-math.md §1)."""
+
+    FAST = "fast"
+    BORN = "born"
+
+
+class Solver(str, Enum):
+    """How the circuits are simulated: closed form (spectral), gate by gate, or the best that applies."""
+
+    AUTO = "auto"
+    SPECTRAL = "spectral"
+    STATEVECTOR = "statevector"
+
+
 @dataclass(frozen=True)
 class QKANSpec:
     """One DARUAN edge: ``reps`` data re-uploadings, its read-out, solver and which parts train."""
@@ -206,6 +164,31 @@ class QKANSpec:
         _at_least(self, 1, "reps")
         _coerce(self, "readout", Readout)
         _coerce(self, "solver", Solver)
+
+
+class Norm(str, Enum):
+    """How each input window is normalised before the network sees it (the output is mapped back)."""
+
+    NONE = "none"
+    WINDOW = "window"  # by the mean and standard deviation of the window's recurrent part (RevIN-style)
+
+
+class Skip(str, Enum):
+    """What the network's output is added to: nothing, the seasonal naive or the naive forecast of the
+    window. ``auto``: the naive one when the horizon is at most a quarter season, else the seasonal one."""
+
+    NONE = "none"
+    SEASON = "season"
+    LAST = "last"
+    AUTO = "auto"
+
+
+class Decoder(str, Enum):
+    """From the last hidden state to the horizon: one Linear to every step, or a per-step MLP that also
+    sees the step's calendar and lag values."""
+
+    LINEAR = "linear"
+    MLP = "mlp"
 
 
 @dataclass(frozen=True)
@@ -260,6 +243,15 @@ class ModelConfig:
         return dataclasses.replace(self, hidden_size=self.family.hidden_size)
 
 
+class Scaler(str, Enum):
+    """Per-series scaling fitted on the training part of each series."""
+
+    STANDARD = "standard"
+    ROBUST = "robust"
+    MINMAX = "minmax"
+    NONE = "none"
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """How training windows are cut: ``lookback`` inputs, ``horizon`` targets, chronological splits."""
@@ -284,6 +276,14 @@ class DataConfig:
         """``val_size`` or ``test_size`` as the data layer takes it: steps (int) or a fraction (float)."""
         size = getattr(self, name)
         return int(size) if size >= 1 else float(size)
+
+
+class Loss(str, Enum):
+    """The training loss on the scaled targets; early stopping uses the same loss."""
+
+    MSE = "mse"
+    MAE = "mae"
+    HUBER = "huber"
 
 
 @dataclass(frozen=True)
@@ -363,67 +363,3 @@ def _options() -> dict[str, str]:
 
 OPTIONS = _options()
 ARCHITECTURE = tuple(k for k, part in OPTIONS.items() if part in ("model", "qkan")) + ("horizon",)
-
-
-# -- dicts in, configs out ----------------------------------------------------------------------------------
-C = TypeVar("C")
-
-
-def from_dict(cls: type[C], data: Any, where: str = "") -> C:
-    """Build the dataclass ``cls`` from a JSON-like dict, refusing unknown keys and wrong types."""
-    label = where or cls.__name__
-    if not isinstance(data, dict):
-        raise QKANForecastError(f"{label}: expected an object, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise QKANForecastError(f"{label}: unknown key {unknown[0]!r}; known: {', '.join(fields)}")
-    hints = typing.get_type_hints(cls)
-    values = {key: _check_type(hints[key], value, f"{label}.{key}") for key, value in data.items()}
-    return cls(**values)
-
-
-def _check_type(hint: Any, value: Any, label: str) -> Any:
-    """``value`` if it fits ``hint`` (ints are accepted for floats; nested dataclasses are built)."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        hint = next(a for a in options if a is not type(None))
-    if dataclasses.is_dataclass(hint):
-        return from_dict(hint, value, label)  # type: ignore[arg-type]
-    if typing.get_origin(hint) is list:
-        if not isinstance(value, list):
-            raise QKANForecastError(f"{label}: expected a list, got {value!r}")
-        (item,) = typing.get_args(hint)
-        return [_check_type(item, v, f"{label}[{i}]") for i, v in enumerate(value)]
-    if isinstance(hint, type) and issubclass(hint, Enum):
-        ok = isinstance(value, str)
-    elif hint is float:
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-    elif hint is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif hint in (bool, str):
-        ok = isinstance(value, hint)
-    else:
-        ok = True
-    if not ok:
-        name = getattr(hint, "__name__", str(hint))
-        raise QKANForecastError(f"{label}: expected {name}, got {value!r}")
-    return value
-
-
-def to_dict(config: Any) -> dict[str, Any]:
-    """``asdict`` with Enum members as their string values (JSON-ready)."""
-    return {k: _plain(v) for k, v in dataclasses.asdict(config).items()}
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
