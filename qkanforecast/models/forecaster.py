@@ -1,13 +1,14 @@
-"""The forecaster: a model family's recurrent core plus a linear head, window [N, L, F] -> horizon [N, H].
+"""The forecaster: a model family's recurrent core inside the same window-to-horizon design for every
+family, ``x [N, X, F], future [N, H, C] -> [N, H]``.
 
 ``Forecaster(config)`` is built from a ``ModelConfig`` alone and keeps it, resolved, in ``.config``; a
 checkpoint stores ``to_dict(model.config)`` and ``build_model(from_dict(ModelConfig, ...))`` rebuilds it.
 The family table ``FAMILIES`` (config.py) names each family's core; adding a family needs no edit here.
 
-Defaults (chosen to train well and fast on a CPU; each family compared at its own size, so always
-report parameter counts next to each other; see ``count_parameters``): ``FAMILIES`` gives each family's
-hidden size (lstm 32, qkan-lstm 8, hqkan-lstm 16), ``QKANSpec`` the QKAN edges (reps 3, fast read-out,
-the reference library's default). HQKAN-LSTM's latent widths are ceil(log2(F + D)) -> ceil(log2(4D)).
+Defaults (each family compared at its own size, so always report parameter counts next to each other; see
+``count_parameters``): ``FAMILIES`` gives each family's hidden size (lstm 32, qkan-lstm 8, hqkan-lstm 16),
+``QKANSpec`` the QKAN edges (reps 3, born read-out). HQKAN-LSTM's latent widths are ceil(log2(F + D)) ->
+ceil(log2(4D)). ``ModelConfig(..., **PLAIN)`` is the paper's design: the raw window in, one Linear out.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ class Forecaster(nn.Module):
         d, h = config.hidden_size, config.horizon
         assert d is not None  # resolved() fills it in
         c = CALENDAR_SIZE if config.calendar else 0
-        self.n_lags = (3 + int(config.skip_base is Skip.LAST)) if config.lags else 0
+        lags = config.lags and config.decoder is Decoder.MLP  # the lag values reach the model via the decoder
+        self.n_lags = (3 + int(config.skip_base is Skip.LAST)) if lags else 0
         # the head first: checkpoints and seeded runs of earlier versions have it first
         last: nn.Linear
         if config.decoder is Decoder.LINEAR:
