@@ -209,7 +209,7 @@ class Env:
     def key(self, job: Job, contender: str) -> tuple[str, str]:
         """(cache key, version) of one contender's result."""
         if contender in PEERS:
-            return digest(self.peers, job.dataset, job.task, peer_args(job, contender, self)), self.peers
+            return digest(self.peers, job.dataset, job.task, contender, peer_args(job, contender, self)), self.peers
         extra = job.train_args if contender in OURS else ()
         return digest(self.src, job.dataset, job.task, contender, extra), self.src
 
