@@ -19,8 +19,8 @@ scores it: MAE, sMAPE (percent, 0-200) and MASE (each series' errors over its in
 season one day, on the data up to the first origin).
 
 Results are cached in ``results/leaderboard_runs.csv`` keyed by the run's inputs (for our models a hash of
-the package source and the train arguments; for the peers a hash of ``bench/peers.py``, their versions and
-settings), so a rerun only runs what changed. Writes ``results/leaderboard.md`` and ``results/leaderboard.csv``.
+the package source and the train arguments; for the peers a hash of ``bench/peers.py``, their versions
+and settings), so a rerun only runs what changed. Writes ``results/leaderboard.md`` and ``.csv``.
 """
 
 from __future__ import annotations
@@ -122,7 +122,8 @@ def expected_keys(table: Table, task: Task) -> pd.DataFrame:
         stamps = table.frame["ds"].to_numpy()[start:end]
         for cut in origins(stamps, task):
             i = int(np.searchsorted(stamps, cut))
-            parts.append(pd.DataFrame({"unique_id": uid, "ds": stamps[i + 1 : i + 1 + task.horizon], "cutoff": cut}))
+            ds = stamps[i + 1 : i + 1 + task.horizon]
+            parts.append(pd.DataFrame({"unique_id": uid, "ds": ds, "cutoff": cut}))
     return pd.concat(parts, ignore_index=True).sort_values(["unique_id", "cutoff", "ds"], ignore_index=True)
 
 
@@ -209,7 +210,8 @@ class Env:
     def key(self, job: Job, contender: str) -> tuple[str, str]:
         """(cache key, version) of one contender's result."""
         if contender in PEERS:
-            return digest(self.peers, job.dataset, job.task, contender, peer_args(job, contender, self)), self.peers
+            settings = peer_args(job, contender, self)
+            return digest(self.peers, job.dataset, job.task, contender, settings), self.peers
         extra = job.train_args if contender in OURS else ()
         return digest(self.src, job.dataset, job.task, contender, extra), self.src
 
@@ -253,7 +255,7 @@ def run_ours(job: Job, env: Env) -> list[dict[str, Any]]:
     ref = ref.strip().splitlines()[-1]
     out = env.work / "backtests" / f"{name}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
-    evaluate = [*qf, "evaluate", str(data), "--model", ref, "--windows", str(t.windows), "--step", str(t.step)]
+    evaluate = [*qf, "evaluate", str(data), "--model", ref, "--windows", f"{t.windows}", f"--step={t.step}"]
     _, forecast_s = run([*evaluate, "--registry", str(registry), "-o", str(out), "-q"], env)
     shown, _ = run([*qf, "models", "show", ref, "--registry", str(registry)], env)
     bt = pd.read_csv(out, parse_dates=["ds", "cutoff"], dtype={"unique_id": str})
@@ -264,9 +266,9 @@ def run_ours(job: Job, env: Env) -> list[dict[str, Any]]:
     if job.contender != "baselines":
         fixed = {"unique_id", "ds", "cutoff", "y", *BASELINES}
         (column,) = [c for c in bt.columns if c not in fixed and "-lo-" not in c and "-hi-" not in c]
-        timing = {"train_s": train_s, "forecast_s": forecast_s}
         params = find_parameters(json.loads(shown))
-        rows.append({"contender": job.contender, **score(bt, column, table, t), "parameters": params, **timing})
+        timing = {"parameters": params, "train_s": train_s, "forecast_s": forecast_s}
+        rows.append({"contender": job.contender, **score(bt, column, table, t), **timing})
     return rows
 
 
@@ -280,7 +282,8 @@ def peer_args(job: Job, contender: str, env: Env) -> list[str]:
         args += ["--input-size", str(2 * day), "--max-steps", str(env.max_steps)]
     elif contender == "mstl":
         weekly = t.windows <= 7
-        args += ["--seasons", f"{day},{7 * day}" if weekly else str(day), "--history", str((28 if weekly else 14) * day)]
+        seasons = f"{day},{7 * day}" if weekly else str(day)
+        args += ["--seasons", seasons, "--history", str((28 if weekly else 14) * day)]
     return args
 
 
@@ -324,9 +327,8 @@ def plan(args: argparse.Namespace, runs: pd.DataFrame, env: Env) -> list[Job]:
                 continue
             probe = Job(dataset, task, "", args.label, train_args)
             missing = [c for c in wanted if args.force or cached(runs, env.key(probe, c)[0]) is None]
-            for c in missing:
-                if c in OURS or c in PEERS:
-                    jobs.append(Job(dataset, task, c, args.label if c in OURS else "", train_args if c in OURS else ()))
+            jobs += [Job(dataset, task, c, args.label, train_args) for c in missing if c in OURS]
+            jobs += [Job(dataset, task, c) for c in missing if c in PEERS]
             if any(c in BASELINES for c in missing) and not any(c in OURS for c in missing):
                 jobs.append(Job(dataset, task, "baselines"))
     cost = {"milan-cells": 3, "nf-lstm": 2, "qkan-lstm": 2, "hqkan-lstm": 2}
@@ -335,11 +337,7 @@ def plan(args: argparse.Namespace, runs: pd.DataFrame, env: Env) -> list[Job]:
 
 def select(args: argparse.Namespace) -> list[str]:
     if args.contenders:
-        names = args.contenders.split(",")
-        unknown = [n for n in names if n not in (*OURS, *BASELINES, *PEERS)]
-        if unknown:
-            raise SystemExit(f"unknown contender {unknown[0]!r}; choose from {', '.join((*OURS, *BASELINES, *PEERS))}")
-        return names
+        return args.contenders.split(",")
     if args.only:
         return [c for group in args.only.split(",") for c in GROUPS[group]]
     return list(OURS) if args.train_args else [*BASELINES, *PEERS, *OURS]
@@ -398,35 +396,44 @@ def display_name(row: pd.Series) -> str:
 
 
 def markdown(board: pd.DataFrame, env: Env, wall_s: float | None) -> str:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").is_file() else ""
+    cpus = [ln.split(":", 1)[1].strip() for ln in _cpuinfo() if ln.startswith("model name")]
+    compute = float(board[["train_s", "forecast_s"]].sum().sum()) / 60
+    when = f"this run took {wall_s / 60:.1f} min; " if wall_s is not None else ""
     lines = [
         "# Leaderboard (issue 9)", "",
-        f"Machine: {platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu}); every run single-threaded "
-        f"(OMP_NUM_THREADS=1), {env.jobs} runs at a time; {dt.date.today().isoformat()}"
-        + (f"; this run took {wall_s / 60:.1f} min." if wall_s is not None else "."), "",
-        "Protocol: the last 7 days of each series held out; each model fitted once on everything before them, then "
-        "rolling origins inside the test week without refitting (day-ahead: 7 origins a day apart; hour-ahead: "
-        "168 origins an hour apart). MAE in the data's units; sMAPE in percent (0-200); MASE scales each "
-        "series' errors by its in-sample seasonal-naive MAE (season one day) up to the first origin, as "
-        "`qkanforecast evaluate` does. Parameters: trainable weights (statsforecast: estimated parameters and "
-        "states, summed over series). Seconds are wall time of one single-threaded run, including process start "
-        "for our models (`train`, then `evaluate`).", "",
-        f"Our models: the `qkanforecast` CLI at its defaults (milan-cells adds `--max-windows {CELLS_MAX_WINDOWS}`"
-        " per epoch for the time budget). NeuralForecast LSTM, NHITS, KAN: defaults, `max_steps` "
-        f"{env.max_steps}, input window two days, each window scaled by its `robust` temporal scaler. "
-        "statsforecast AutoETS: season one day, whole history. MSTL: " + peer_args.__doc__.split("MSTL, ")[1].strip(),
-        "",
-        "Rerun: `make leaderboard`; only our models: `.venv/bin/python bench/leaderboard.py --only ours`.",
+        f"Machine: {platform.system()} {platform.machine()}, {os.cpu_count()} cores "
+        f"({cpus[0] if cpus else platform.processor()}); every run single-threaded (OMP_NUM_THREADS=1), "
+        f"{env.jobs} runs at a time; {dt.date.today().isoformat()}; {when}the board's rows took "
+        f"{compute:.1f} min of single-threaded time.", "",
+        "Protocol: the last 7 days of each series held out; each model fitted once on everything before "
+        "them, then rolling origins inside the test week without refitting (day-ahead: 7 origins a day "
+        "apart; hour-ahead: 168 origins an hour apart). MAE in the data's units; sMAPE in percent (0-200); "
+        "MASE scales each series' errors by its in-sample seasonal-naive MAE (season one day) up to the "
+        "first origin, as `qkanforecast evaluate` does. Parameters: trainable weights (statsforecast: "
+        "estimated parameters and states, summed over series). Seconds: wall time of single-threaded runs; "
+        "ours include process start (`train`, then `evaluate`).", "",
+        "Our models: the `qkanforecast` CLI at its defaults (milan-cells adds `--max-windows "
+        f"{CELLS_MAX_WINDOWS}` per epoch for the time budget). NeuralForecast LSTM, NHITS, KAN: defaults, "
+        f"`max_steps` {env.max_steps}, input window two days, each window scaled by the `robust` temporal "
+        "scaler. statsforecast AutoETS: season one day, whole history. MSTL (it decomposes its history again "
+        "at every origin): daily and weekly seasons on the last 4 weeks at the 7 day-ahead origins, the daily "
+        "season on the last 2 weeks at the 168 hour-ahead origins.", "",
+        "Rerun: `make leaderboard`; only our models: `.venv/bin/python bench/leaderboard.py --only ours`; an "
+        'ablation: `... --train-args "--lookback 288" --label lookback-2d`.',
     ]  # fmt: skip
     for (dataset, task), part in board.groupby(["dataset", "task"], sort=False):
-        lines += ["", f"## {dataset}, {task}", "", "| contender | MAE | sMAPE | MASE | parameters | train s | forecast s |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        lines += ["", f"## {dataset}, {task}", "", "| contender | MAE | sMAPE | MASE | parameters | train s "
+                  "| forecast s |", "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
         for _, r in part.iterrows():
-            num = [f"{r['mae']:.4g}", f"{r['smape']:.2f}", f"{r['mase']:.3f}", _int(r["parameters"]),
-                   _sec(r["train_s"]), _sec(r["forecast_s"])]  # fmt: skip
-            lines.append(f"| {display_name(r)} | " + " | ".join(num) + " |")
+            cells = [display_name(r), f"{r['mae']:.4g}", f"{r['smape']:.2f}", f"{r['mase']:.3f}",
+                     _int(r["parameters"]), _sec(r["train_s"]), _sec(r["forecast_s"])]  # fmt: skip
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _cpuinfo() -> list[str]:
+    path = Path("/proc/cpuinfo")
+    return path.read_text().splitlines() if path.is_file() else []
 
 
 def _int(v: Any) -> str:
@@ -438,26 +445,28 @@ def _sec(v: Any) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    every = (*OURS, *BASELINES, *PEERS)
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--only", help="ours, peers and/or baselines, comma-separated")
-    p.add_argument("--contenders", help=f"comma-separated, from {', '.join((*OURS, *BASELINES, *PEERS))}")
+    p.add_argument("--contenders", help=f"comma-separated, from {', '.join(every)}")
     p.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated")
     p.add_argument("--tasks", default="", help="day-ahead and/or hour-ahead (default: every task)")
-    p.add_argument("--train-args", default="", help='appended to our models\' train command, e.g. "--lookback 288"')
+    p.add_argument("--train-args", default="", help='added to our train commands, e.g. "--lookback 288"')
     p.add_argument("--label", default="", help="the ablation's name on the board (default: the train args)")
     p.add_argument("--force", action="store_true", help="rerun the selected contenders even when cached")
     p.add_argument("--jobs", type=int, default=2, help="runs at a time (each single-threaded)")
     p.add_argument("--max-steps", type=int, default=PEER_MAX_STEPS, help="NeuralForecast training steps")
-    p.add_argument("--python", default=str(ROOT / ".venv" / "bin" / "python"), help="python with qkanforecast")
-    p.add_argument("--peers-python", default=str(ROOT / ".venv-peers" / "bin" / "python"))
+    p.add_argument("--python", default=str(ROOT / ".venv/bin/python"), help="python with qkanforecast")
+    p.add_argument("--peers-python", default=str(ROOT / ".venv-peers/bin/python"))
     p.add_argument("--shared", default=str(ROOT.parent / "shared" / "data"), help="the shared data folder")
-    p.add_argument("--work", default=str(ROOT / "build" / "leaderboard"), help="data, registry and backtests")
+    p.add_argument("--work", default=str(ROOT / "build" / "leaderboard"), help="data, registry, backtests")
     p.add_argument("--results", default=str(ROOT / "results"))
     args = p.parse_args(argv)
-    if args.only and any(g not in GROUPS for g in args.only.split(",")):
-        p.error(f"--only takes {', '.join(GROUPS)}")
-    if any(d not in DATASETS for d in args.datasets.split(",")):
-        p.error(f"--datasets takes {', '.join(DATASETS)}")
+    for flag, given, known in (("--only", args.only, GROUPS), ("--contenders", args.contenders, every),
+                               ("--datasets", args.datasets, DATASETS)):  # fmt: skip
+        bad = [v for v in (given or "").split(",") if v and v not in known]
+        if bad:
+            p.error(f"{flag}: unknown {bad[0]!r}; choose from {', '.join(known)}")
     return args
 
 
@@ -478,9 +487,10 @@ def main(argv: list[str] | None = None) -> None:
     failures = execute(jobs, env, runs_path)
     wall = time.perf_counter() - start if jobs else None
     board = current(load_runs(runs_path), env)
-    board.drop(columns=["key", "version"]).to_csv(results / "leaderboard.csv", index=False, float_format="%.6g")
+    csv = board.drop(columns=["key", "version"])
+    csv.to_csv(results / "leaderboard.csv", index=False, float_format="%.6g")
     (results / "leaderboard.md").write_text(markdown(board, env, wall))
-    print(f"wrote {results / 'leaderboard.md'} ({len(board)} rows) in {(wall or 0) / 60:.1f} min", file=sys.stderr)
+    print(f"wrote {results}/leaderboard.md: {len(board)} rows, {(wall or 0) / 60:.1f} min", file=sys.stderr)
     if failures:
         raise SystemExit(f"{len(failures)} runs failed:\n" + "\n".join(failures))
 
