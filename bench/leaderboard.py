@@ -416,8 +416,8 @@ def markdown(board: pd.DataFrame, env: Env, wall_s: float | None) -> str:
         f"{CELLS_MAX_WINDOWS}` per epoch for the time budget). NeuralForecast LSTM, NHITS, KAN: defaults, "
         f"`max_steps` {env.max_steps}, input window two days, each window scaled by the `robust` temporal "
         "scaler. statsforecast AutoETS: season one day, whole history. MSTL (it decomposes its history again "
-        "at every origin): daily and weekly seasons on the last 4 weeks at the 7 day-ahead origins, the daily "
-        "season on the last 2 weeks at the 168 hour-ahead origins.", "",
+        "at every origin): daily and weekly seasons on the last 4 weeks at the 7 day-ahead origins, "
+        "the daily season on the last 2 weeks at the 168 hour-ahead origins.", "",
         "Rerun: `make leaderboard`; only our models: `.venv/bin/python bench/leaderboard.py --only ours`; an "
         'ablation: `... --train-args "--lookback 288" --label lookback-2d`.',
     ]  # fmt: skip
