@@ -25,11 +25,11 @@ def lb():
 
 @pytest.fixture
 def table():
-    """Two hourly series of 4 days: a daily sine at two levels plus a trend."""
-    t = np.arange(96)
+    """Two hourly series of 4 days: a noisy daily sine at two levels."""
+    t, rng = np.arange(96), np.random.default_rng(0)
     frames = [
         pd.DataFrame({"unique_id": uid, "ds": pd.date_range("2024-01-01", periods=96, freq="h"),
-                      "y": level + 10 * np.sin(2 * np.pi * t / 24) + 0.1 * t})
+                      "y": level + 10 * np.sin(2 * np.pi * t / 24) + rng.normal(0, 1, 96)})
         for uid, level in (("a", 50.0), ("b", 500.0))
     ]  # fmt: skip
     return Table.from_frame(pd.concat(frames, ignore_index=True))
