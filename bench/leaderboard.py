@@ -421,6 +421,7 @@ def markdown(board: pd.DataFrame, env: Env, wall_s: float | None) -> str:
         "Rerun: `make leaderboard`; only our models: `.venv/bin/python bench/leaderboard.py --only ours`; an "
         'ablation: `... --train-args "--lookback 288" --label lookback-2d`.',
     ]  # fmt: skip
+    lines += ["", "## MASE by dataset and task (lower is better)", "", *summary(board)]
     for (dataset, task), part in board.groupby(["dataset", "task"], sort=False):
         lines += ["", f"## {dataset}, {task}", "", "| contender | MAE | sMAPE | MASE | parameters | train s "
                   "| forecast s |", "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
@@ -429,6 +430,19 @@ def markdown(board: pd.DataFrame, env: Env, wall_s: float | None) -> str:
                      _int(r["parameters"]), _sec(r["train_s"]), _sec(r["forecast_s"])]  # fmt: skip
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def summary(board: pd.DataFrame) -> list[str]:
+    """One Markdown row per contender, one MASE column per dataset and task, rows by mean rank."""
+    if board.empty:
+        return []
+    named = board.assign(name=board.apply(display_name, axis=1), where=board["dataset"] + " " + board["task"])
+    wide = named.pivot_table(index="name", columns="where", values="mase", sort=False)
+    wide = wide.loc[wide.rank().mean(axis=1).sort_values().index]
+    rows = ["| contender | " + " | ".join(wide.columns) + " |", "|---|" + "---:|" * len(wide.columns)]
+    for name, values in wide.iterrows():
+        rows.append(f"| {name} | " + " | ".join("-" if pd.isna(v) else f"{v:.3f}" for v in values) + " |")
+    return rows
 
 
 def _cpuinfo() -> list[str]:
