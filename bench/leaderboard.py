@@ -307,8 +307,11 @@ def prepare(dataset: Dataset, env: Env, shared: Path) -> Path:
     if path.is_file():
         return path
     if dataset.source.startswith("shared:"):
+        source = shared / dataset.source.removeprefix("shared:")
+        if not source.is_file():
+            raise SystemExit(f"{source} is missing: pass --shared DIR, or --datasets milan-cells")
         options = IngestOptions(id_col="square_id", time_col="time", target_col="internet")
-        table = read_table(str(shared / dataset.source.removeprefix("shared:")), options)
+        table = read_table(str(source), options)
     else:
         table = read_table(str(ROOT / dataset.source))
     path.parent.mkdir(parents=True, exist_ok=True)
