@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo bench reproduce reproduce-quick clean
+.PHONY: install test lint demo bench reproduce reproduce-quick peers leaderboard clean
 
 install: $(STAMP)
 
@@ -50,5 +50,24 @@ reproduce: install
 reproduce-quick: install
 	$(BIN)/python -m bench.reproduce --quick --jobs 2
 
+# Benchmark-only peers (NeuralForecast, statsforecast) in their own environment, never package dependencies.
+# torch first, pinned (the CPU build from the configured index), so that the peers do not pull another one.
+PEERS := .venv-peers
+PEERS_STAMP := $(PEERS)/.installed
+
+peers: $(PEERS_STAMP)
+
+$(PEERS_STAMP):
+	test -d $(PEERS) || $(PY) -m venv $(PEERS)
+	$(PEERS)/bin/pip install --quiet --upgrade pip
+	$(PEERS)/bin/pip install --quiet torch==2.13.0
+	$(PEERS)/bin/pip install --quiet neuralforecast==3.3.0 statsforecast==2.1.1
+	touch $(PEERS_STAMP)
+
+# The issue-9 benchmark: our models vs baselines and peers on Milan traffic (results/leaderboard.md).
+# Results are cached per contender; `$(BIN)/python bench/leaderboard.py --only ours` reruns only ours.
+leaderboard: install peers
+	$(BIN)/python bench/leaderboard.py
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache demo_output
+	rm -rf $(VENV) $(PEERS) build *.egg-info .pytest_cache .ruff_cache .mypy_cache demo_output
