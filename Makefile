@@ -65,9 +65,9 @@ $(PEERS_STAMP):
 	touch $(PEERS_STAMP)
 
 # The issue-9 benchmark: our models vs baselines and peers on Milan traffic (results/leaderboard.md).
-# Results are cached per contender; `$(BIN)/python bench/leaderboard.py --only ours` reruns only ours.
+# Results are cached per contender; `$(BIN)/python -m bench.leaderboard --only ours` reruns only ours.
 leaderboard: install peers
-	$(BIN)/python bench/leaderboard.py
+	$(BIN)/python -m bench.leaderboard
 
 clean:
 	rm -rf $(VENV) $(PEERS) build *.egg-info .pytest_cache .ruff_cache .mypy_cache demo_output

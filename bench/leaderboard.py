@@ -1,8 +1,8 @@
 """The benchmark leaderboard of issue 9: our three families against baselines and peers on real traffic.
 
-    make leaderboard                                  # everything (results cached per contender)
-    .venv/bin/python bench/leaderboard.py --only ours # rerun our models only (after changing them)
-    .venv/bin/python bench/leaderboard.py --train-args "--lookback 288" --label lookback-2d  # an ablation
+    make leaderboard                                       # everything (results cached per contender)
+    .venv/bin/python -m bench.leaderboard --only ours      # rerun our models only (after changing them)
+    .venv/bin/python -m bench.leaderboard --train-args "--norm none" --label no-norm  # an ablation
 
 Protocol (the same for every contender): the last 7 days of each series are held out; a model is fitted
 once on everything before them and forecasts rolling origins inside the test week without refitting.
@@ -43,21 +43,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script: import this checkout's package
-    sys.path.insert(0, str(ROOT))
+from qkanforecast.baselines import season_length
+from qkanforecast.config import FAMILIES
+from qkanforecast.data import IngestOptions, Table, read_table, write_table
+from qkanforecast.metrics import metrics_table, naive_scale
 
-from qkanforecast.config import FAMILIES  # noqa: E402
-from qkanforecast.data import IngestOptions, Table, read_table, write_table  # noqa: E402
-from qkanforecast.evaluate import season_length  # noqa: E402
-from qkanforecast.metrics import metrics_table, naive_scale  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 OURS = tuple(FAMILIES)
 BASELINES = ("naive", "seasonal_naive")  # evaluate's column names
 PEERS = ("nf-lstm", "nf-nhits", "nf-kan", "autoets", "mstl")
 GROUPS = {"ours": OURS, "baselines": BASELINES, "peers": PEERS}
 PEER_MAX_STEPS = 200  # NeuralForecast training steps, the same for every neural peer and task
-CELLS_MAX_WINDOWS = 16384  # our models on the 211-cell panel: windows per epoch (the board's time budget)
 RUNS_COLUMNS = [
     "dataset", "task", "contender", "label", "train_args", "key", "version",
     "mae", "smape", "mase", "parameters", "train_s", "forecast_s", "finished", "jobs",
@@ -84,7 +81,6 @@ class Dataset:
     source: str  # path relative to the shared data folder ("shared:") or to the repository
     day: int  # steps per day
     tasks: tuple[Task, ...]
-    budget: tuple[str, ...] = ()  # train arguments the board's time budget adds for our models
 
 
 def day_ahead(day: int) -> Task:
@@ -100,10 +96,7 @@ SQUARE = "shared:milan_internet_10min/ts_full_square_{}.csv"
 DATASETS = {
     "milan-4556": Dataset("milan-4556", SQUARE.format(4556), 144, (day_ahead(144), hour_ahead(144))),
     "milan-5161": Dataset("milan-5161", SQUARE.format(5161), 144, (day_ahead(144), hour_ahead(144))),
-    "milan-cells": Dataset(
-        "milan-cells", "sample_data/milan_cdr_hourly.parquet", 24, (day_ahead(24),),
-        ("--max-windows", str(CELLS_MAX_WINDOWS)),
-    ),
+    "milan-cells": Dataset("milan-cells", "sample_data/milan_cdr_hourly.parquet", 24, (day_ahead(24),)),
 }  # fmt: skip
 
 
@@ -249,7 +242,7 @@ def run_ours(job: Job, env: Env) -> list[dict[str, Any]]:
     if job.contender == "baselines":  # any model gives evaluate's baselines; the cheapest will do
         extra: tuple[str, ...] = ("--model", "lstm", "--epochs", "1", "--max-windows", "128")
     else:
-        extra = ("--model", job.contender, *job.dataset.budget, *job.train_args)
+        extra = ("--model", job.contender, *job.train_args)
     train = [*qf, "train", str(data), "--horizon", str(t.horizon), "--test-size", str(t.test_size)]
     ref, train_s = run([*train, *extra, "--registry", str(registry), "--name", name, "-q"], env)
     ref = ref.strip().splitlines()[-1]
@@ -415,8 +408,7 @@ def markdown(board: pd.DataFrame, env: Env, wall_s: float | None) -> str:
         "first origin, as `qkanforecast evaluate` does. Parameters: trainable weights (statsforecast: "
         "estimated parameters and states, summed over series). Seconds: wall time of single-threaded runs; "
         "ours include process start (`train`, then `evaluate`).", "",
-        "Our models: the `qkanforecast` CLI at its defaults (milan-cells adds `--max-windows "
-        f"{CELLS_MAX_WINDOWS}` per epoch for the time budget). NeuralForecast LSTM, NHITS, KAN: defaults, "
+        "Our models: the `qkanforecast` CLI at its defaults. NeuralForecast LSTM, NHITS, KAN: defaults, "
         f"`max_steps` {env.max_steps}, input window two days, each window scaled by the `robust` temporal "
         "scaler. statsforecast AutoETS: season one day, whole history. MSTL (it decomposes its history again "
         "at every origin): daily and weekly seasons on the last 4 weeks at the 7 day-ahead origins, "

@@ -1,26 +1,21 @@
 """bench/leaderboard.py's pure parts on tiny data: the protocol's origins, the scoring, the cache keys."""
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from qkanforecast.data import Table
+from qkanforecast.data import from_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def lb():
-    spec = importlib.util.spec_from_file_location("leaderboard", ROOT / "bench" / "leaderboard.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["leaderboard"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("leaderboard", None)
+    from bench import leaderboard
+
+    return leaderboard
 
 
 @pytest.fixture
@@ -32,7 +27,7 @@ def table():
                       "y": level + 10 * np.sin(2 * np.pi * t / 24) + rng.normal(0, 1, 96)})
         for uid, level in (("a", 50.0), ("b", 500.0))
     ]  # fmt: skip
-    return Table.from_frame(pd.concat(frames, ignore_index=True))
+    return from_frame(pd.concat(frames, ignore_index=True))
 
 
 def test_protocol_holds_out_the_tail_and_rolls_origins_inside_it(lb, table):
