@@ -8,8 +8,6 @@ import pytest
 
 from qkanforecast.data import from_frame
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
 def lb():
