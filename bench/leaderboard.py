@@ -413,7 +413,7 @@ def markdown(board: pd.DataFrame, env: Env, wall_s: float | None) -> str:
         "scaler. statsforecast AutoETS: season one day, whole history. MSTL (it decomposes its history again "
         "at every origin): daily and weekly seasons on the last 4 weeks at the 7 day-ahead origins, "
         "the daily season on the last 2 weeks at the 168 hour-ahead origins.", "",
-        "Rerun: `make leaderboard`; only our models: `.venv/bin/python bench/leaderboard.py --only ours`; an "
+        "Rerun: `make leaderboard`; only our models: `.venv/bin/python -m bench.leaderboard --only ours`; an "
         'ablation: `... --train-args "--lookback 288" --label lookback-2d`.',
     ]  # fmt: skip
     lines += ["", "## MASE by dataset and task (lower is better)", "", *summary(board)]
