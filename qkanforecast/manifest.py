@@ -174,7 +174,10 @@ def _from_format_1(old: dict[str, Any]) -> dict[str, Any]:
             "created": old.get("created", ""),
             "qkanforecast_version": old.get("qkanforecast_version", ""),
             "torch_version": old.get("torch_version", ""),
-            "model": to_dict(model_config_from_v1(model["name"], dict(model["config"]))),
+            "model": {  # 0.1's recurrence read the whole window
+                **to_dict(model_config_from_v1(model["name"], dict(model["config"]))),
+                "recurrent_steps": run["lookback"],
+            },
             "num_parameters": model["num_parameters"],
             "data": {k: v for k, v in run.items() if k in data_keys},
             "train": {  # 0.1 trained on every window unless max_windows was given
