@@ -416,8 +416,15 @@ def markdown(board: pd.DataFrame, env: Env, wall_s: float | None) -> str:
         "Rerun: `make leaderboard`; only our models: `.venv/bin/python -m bench.leaderboard --only ours`; an "
         'ablation: `... --train-args "--lookback 288" --label lookback-2d`.',
     ]  # fmt: skip
-    lines += ["", "## MASE by dataset and task (lower is better)", "", *summary(board)]
-    for (dataset, task), part in board.groupby(["dataset", "task"], sort=False):
+    variant = board["train_args"].fillna("").astype(str) != ""
+    main = board[~variant]
+    lines += ["", "## MASE by dataset and task (lower is better)", "", *summary(main)]
+    ablation = board[board["contender"].eq("qkan-lstm")]
+    if variant.any():
+        lines += ["", "## Ablation: qkan-lstm with one part changed (MASE)", "",
+                  "Each row is the default qkan-lstm with the `train` arguments of its label; `-`: not run.",
+                  "", *summary(ablation)]  # fmt: skip
+    for (dataset, task), part in main.groupby(["dataset", "task"], sort=False):
         lines += ["", f"## {dataset}, {task}", "", "| contender | MAE | sMAPE | MASE | parameters | train s "
                   "| forecast s |", "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
         for _, r in part.iterrows():
