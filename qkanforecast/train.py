@@ -185,7 +185,7 @@ def resolve(settings: Settings, table: Table) -> Settings:
     model = replace(model, season=season)
     if model.recurrent_steps is None:
         model = replace(model, recurrent_steps=min(data.lookback, max(2 * season, 168)))
-    model = replace(model, skip=model.skip_base)
+    model = replace(model, skip=model.skip_base, lags=model.uses_lags)
     return Settings(model, data, settings.train)
 
 

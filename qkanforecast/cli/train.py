@@ -76,10 +76,11 @@ def train(
     ] = None,
     skip: Annotated[
         Skip | None, _opt(_S.model.skip, "Forecast = this baseline + the network's correction (auto: naive "
-                          "for horizons up to a quarter day, else seasonal naive).")
+                          "for horizons up to a quarter day, else none).")
     ] = None,
     lags: Annotated[
-        bool | None, _opt(_S.model.lags, "Give the decoder the values a day and a week before each step.",
+        bool | None, _opt("auto: on unless the horizon is at most a quarter day",
+                          "Give the decoder the values a day and a week before each step.",
                           param_decls=["--lags/--no-lags"])
     ] = None,
     calendar: Annotated[

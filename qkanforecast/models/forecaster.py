@@ -55,8 +55,7 @@ class Forecaster(nn.Module):
         d, h = config.hidden_size, config.horizon
         assert d is not None  # resolved() fills it in
         c = CALENDAR_SIZE if config.calendar else 0
-        lags = config.lags and config.decoder is Decoder.MLP  # the lag values reach the model via the decoder
-        self.n_lags = (3 + int(config.skip_base is Skip.LAST)) if lags else 0
+        self.n_lags = (3 + int(config.skip_base is Skip.LAST)) if config.uses_lags else 0
         # the head first: checkpoints and seeded runs of earlier versions have it first
         last: nn.Linear
         if config.decoder is Decoder.LINEAR:
