@@ -57,7 +57,7 @@ GROUPS = {"ours": OURS, "baselines": BASELINES, "peers": PEERS}
 PEER_MAX_STEPS = 200  # NeuralForecast training steps, the same for every neural peer and task
 RUNS_COLUMNS = [
     "dataset", "task", "contender", "label", "train_args", "key", "version",
-    "mae", "smape", "mase", "parameters", "train_s", "forecast_s", "finished", "jobs",
+    "mae", "smape", "mase", "parameters", "train_s", "forecast_s", "started", "finished", "jobs",
 ]  # fmt: skip
 
 
@@ -167,9 +167,8 @@ def peers_hash(peers_python: Path) -> str:
 def load_runs(path: Path) -> pd.DataFrame:
     if not path.is_file():
         return pd.DataFrame(columns=RUNS_COLUMNS)
-    return pd.read_csv(path, dtype={"key": str, "version": str, "label": str, "train_args": str}).fillna(
-        {"label": "", "train_args": ""}
-    )
+    runs = pd.read_csv(path, dtype={"key": str, "version": str, "label": str, "train_args": str})
+    return runs.reindex(columns=RUNS_COLUMNS).fillna({"label": "", "train_args": ""})
 
 
 def cached(runs: pd.DataFrame, key: str) -> dict[str, Any] | None:
@@ -196,6 +195,7 @@ class Env:
     jobs: int
     src: str = ""
     peers: str = ""
+    started: str = ""  # when this invocation started (UTC), recorded with its results
 
     def data(self, dataset: Dataset) -> Path:
         return self.work / "data" / f"{dataset.name}.parquet"
@@ -370,7 +370,8 @@ def record(rows: list[dict[str, Any]], job: Job, env: Env, runs_path: Path) -> N
         out.append({
             "dataset": job.dataset.name, "task": job.task.name, "label": job.label if ours else "",
             "train_args": shlex.join(job.train_args) if ours else "", "key": key, "version": version,
-            "finished": now, "jobs": env.jobs, **{"train_s": np.nan, "forecast_s": np.nan}, **row,
+            "started": env.started, "finished": now, "jobs": env.jobs,
+            "train_s": np.nan, "forecast_s": np.nan, **row,
         })  # fmt: skip
     frame = pd.DataFrame(out, columns=RUNS_COLUMNS)
     runs_path.parent.mkdir(parents=True, exist_ok=True)
@@ -391,10 +392,21 @@ def display_name(row: pd.Series) -> str:
     return str(row["contender"]).replace("_", " ")
 
 
-def markdown(board: pd.DataFrame, env: Env, wall_s: float | None) -> str:
+def last_batch(board: pd.DataFrame) -> str:
+    """How long the latest invocation that produced rows of the board took, from start to its last row."""
+    batches = board.dropna(subset=["started"])
+    if batches.empty:
+        return ""
+    started = batches["started"].max()
+    batch = batches[batches["started"] == started]
+    minutes = (pd.Timestamp(batch["finished"].max()) - pd.Timestamp(started)).total_seconds() / 60
+    return f"the last run ({len(batch)} rows, started {started}) took {minutes:.1f} min; "
+
+
+def markdown(board: pd.DataFrame, env: Env) -> str:
     cpus = [ln.split(":", 1)[1].strip() for ln in _cpuinfo() if ln.startswith("model name")]
     compute = float(board[["train_s", "forecast_s"]].sum().sum()) / 60
-    when = f"this run took {wall_s / 60:.1f} min; " if wall_s is not None else ""
+    when = last_batch(board)
     lines = [
         "# Leaderboard (issue 9)", "",
         f"Machine: {platform.system()} {platform.machine()}, {os.cpu_count()} cores "
@@ -489,6 +501,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     env = Env(Path(args.python), Path(args.peers_python), Path(args.work), args.max_steps, args.jobs)
+    env.started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     env.src = source_hash()
     env.peers = peers_hash(env.peers_python) if env.peers_python.is_file() else "no-peers-env"
     results = Path(args.results)
@@ -505,7 +518,7 @@ def main(argv: list[str] | None = None) -> None:
     board = current(load_runs(runs_path), env)
     csv = board.drop(columns=["key", "version"])
     csv.to_csv(results / "leaderboard.csv", index=False, float_format="%.6g")
-    (results / "leaderboard.md").write_text(markdown(board, env, wall))
+    (results / "leaderboard.md").write_text(markdown(board, env))
     print(f"wrote {results}/leaderboard.md: {len(board)} rows, {(wall or 0) / 60:.1f} min", file=sys.stderr)
     if failures:
         raise SystemExit(f"{len(failures)} runs failed:\n" + "\n".join(failures))
