@@ -234,3 +234,21 @@ def test_forecasts_follow_a_series_scaled_and_shifted(table, tmp_path):
     frame["unique_id"] = frame["unique_id"].astype(str) + "-new"
     unseen = forecast(p, from_frame(frame))
     np.testing.assert_allclose(unseen["qkan-lstm"], 10 * base["qkan-lstm"] + 5, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "horizon, skip, lags, lookback",
+    [(2, "last", False, 288), (36, "last", False, 288), (37, "none", True, 144), (144, "none", True, 72)],
+)
+def test_training_resolves_the_data_dependent_defaults(table, horizon, skip, lags, lookback):
+    """10-minute data: a day is 144 steps; up to a quarter day ahead the naive skip and no lags, beyond it
+    no skip and the lags; the lookback is the longest of a week / 2 days / a day that leaves the training
+    part (360 steps) room for two horizons, else what fits."""
+    from qkanforecast.train import resolve
+
+    settings = resolve(config(horizon=horizon), table)  # 400 steps a series, 360 before validation
+    model = settings.model
+    assert (model.season, model.skip.value, model.lags) == (144, skip, lags)
+    assert settings.data.lookback == lookback
+    assert model.recurrent_steps == settings.data.lookback
+    assert resolve(settings, table) == settings  # concrete values stay as they are
