@@ -51,6 +51,7 @@ class OutFormat(str, Enum):
 
 
 INTERVAL_LEVELS = (50, 80, 90, 95, 99)  # conformal levels calibrated at training time
+MAX_STEPS = 100_000  # steps one forecast makes at most (recursively beyond the horizon)
 # The paper's forecaster (and qkanforecast 0.1's): the raw window in, one Linear from the last hidden state
 # out. ModelConfig(..., **PLAIN) builds it; the reproduction of the paper and format-1 checkpoints use it.
 PLAIN: dict[str, Any] = dict(norm="none", skip="none", lags=False, calendar=False, decoder="linear")

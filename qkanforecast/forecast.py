@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from qkanforecast.config import MAX_STEPS
 from qkanforecast.data import Table
 from qkanforecast.data.table import freq_to_ns
 from qkanforecast.errors import QKANForecastError
@@ -162,6 +163,8 @@ def forecast(
     """
     predictor.check_freq(table)
     steps = steps or predictor.horizon
+    if steps > MAX_STEPS:
+        raise QKANForecastError(f"--steps {steps} is more than {MAX_STEPS:,}, the most one forecast makes")
     levels = sorted(set(levels or []))
     if levels and steps > predictor.horizon:
         raise QKANForecastError(

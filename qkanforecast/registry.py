@@ -12,10 +12,12 @@ import datetime as dt
 import hashlib
 import json
 import os
+import pickle
 import re
 import shutil
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -115,7 +117,7 @@ class Registry:
 
     def resolve(self, ref: str) -> Path:
         """Turn ``NAME``, ``NAME@latest``, ``NAME@vN`` or a version directory path into a directory."""
-        if os.sep in ref or "/" in ref or (os.altsep and os.altsep in ref) or Path(ref).is_dir():
+        if os.sep in ref or "/" in ref or (os.altsep and os.altsep in ref):  # a bare name is never a path
             path = Path(ref).expanduser()
             if not (path / MANIFEST).is_file():
                 raise QKANForecastError(f"{ref}: not a model version directory (no {MANIFEST})")
@@ -171,7 +173,14 @@ class Registry:
                 f"{weights}: sha256 {actual[:12]}… does not match the manifest ({str(expected)[:12]}…); "
                 "the checkpoint is corrupt or was modified"
             )
-        return torch.load(weights, map_location="cpu", weights_only=True)
+        try:
+            with warnings.catch_warnings():  # e.g. about the pickle protocol of a file we did not write
+                warnings.simplefilter("ignore", UserWarning)
+                return torch.load(weights, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:  # torch's message advises weights_only=False: never do that here
+            raise QKANForecastError(
+                f"{weights}: refused to load, it is not a plain state_dict of tensors (it may run code)"
+            ) from None
 
     # -- writing -------------------------------------------------------------------------------------
     def publish(self, name: str, state_dict: dict[str, torch.Tensor], manifest: Manifest) -> Entry:

@@ -25,6 +25,8 @@ def models_list(
 
     reg = open_registry(registry)
     rows = pd.DataFrame([e.summary() for e in reg.entries()])
+    if rows.empty:
+        say(f"no models in registry {reg.root}")
     show_table(rows, f"registry {reg.root}", Console(), as_json)
 
 

@@ -23,7 +23,7 @@ from qkanforecast.cli.app import (
     with_input,
 )
 from qkanforecast.cli.render import show_table
-from qkanforecast.config import INTERVAL_LEVELS, BacktestConfig, OutFormat
+from qkanforecast.config import INTERVAL_LEVELS, MAX_STEPS, BacktestConfig, OutFormat
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -60,7 +60,8 @@ def forecast(
     steps: Annotated[
         int | None,
         typer.Option(
-            "--steps", min=1, help="Steps to forecast (default: the model's horizon; more are recursive)."
+            "--steps", min=1, help="Steps to forecast (default: the model's horizon; more are recursive; "
+            f"at most {MAX_STEPS:,})."
         ),
     ] = None,
     level: Annotated[

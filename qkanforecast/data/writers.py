@@ -41,7 +41,12 @@ def output_format(path: str | os.PathLike[str], fmt: str | None = None,
     """
     if fmt is None and str(path) == "-":
         return OutFormat.CSV
-    found = format_of(path) if fmt is None else _member(fmt)
+    named = format_of(path) if str(path) != "-" else None
+    found = named if fmt is None else _member(fmt)
+    if fmt is not None and named is not None and found is not None and named is not found:
+        raise QKANForecastError(
+            f"{path}: the suffix says {named.value} but the format asked for is {found.value}; "
+            f"use a .{found.value} file or leave the format out")
     if found not in choices:
         names = [f".{c.value}" for c in choices]
         listing = f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
@@ -123,7 +128,23 @@ def _dump(frame: pd.DataFrame, fh: BinaryIO, fmt: OutFormat) -> None:
     elif fmt is OutFormat.CSV:
         fh.write(frame.to_csv(index=False).encode())
     else:
-        fh.write(frame.to_json(orient="records", lines=True, date_format="iso").encode())
+        fh.write(_json_lines(frame).encode())
+
+
+def _json_lines(frame: pd.DataFrame) -> str:
+    """JSON lines with every float as its shortest exact form (pandas' writer keeps at most 15 digits),
+    timestamps in ISO 8601 (as pandas writes them), NaN as null."""
+    columns: dict[str, list[Any]] = {}
+    for name, col in frame.items():
+        if pd.api.types.is_datetime64_any_dtype(col):
+            text = col.dt.strftime("%Y-%m-%dT%H:%M:%S.%f").str[:-3]
+            columns[str(name)] = text.where(col.notna(), None).tolist()
+        else:
+            columns[str(name)] = [None if isinstance(v, float) and v != v else v for v in col.tolist()]
+    names = list(columns)
+    rows = zip(*columns.values(), strict=True)
+    line = json.JSONEncoder(separators=(",", ":")).encode
+    return "".join(line(dict(zip(names, row, strict=True))) + "\n" for row in rows)
 
 
 # ---------------------------------------------------------------------------------------------------
