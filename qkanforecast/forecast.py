@@ -84,20 +84,24 @@ class Predictor:
         steps = steps or self.horizon
         window = window[:, -self.lookback :].astype(np.float32)
         first = np.asarray(last_ds).astype("datetime64[ns]").view(np.int64) + self.step_ns  # [S]
-        config = self.model.config
         out = []
         done = 0
         while done < steps:
-            past, future = window_calendar(first, self.step_ns, self.lookback, self.horizon, config.calendar)
-            x = torch.cat([torch.from_numpy(window[:, :, None]), past], dim=-1)
-            pred = np.concatenate(
-                [self.model(x[i : i + CHUNK], future[i : i + CHUNK]).numpy() for i in range(0, len(x), CHUNK)]
-            )  # [S, H], in chunks that bound the recurrence's buffers
+            # chunks bound the recurrence's buffers and the calendar: [S, H]
+            chunks = [slice(i, i + CHUNK) for i in range(0, len(window), CHUNK)]
+            pred = np.concatenate([self._predict(window[c], first[c]) for c in chunks])
             out.append(pred)
             done += pred.shape[1]
             window = np.concatenate([window, pred], axis=1)[:, -self.lookback :]
             first = first + self.horizon * self.step_ns
         return np.concatenate(out, axis=1)[:, :steps].astype(np.float64)
+
+    def _predict(self, window: np.ndarray, first: np.ndarray) -> np.ndarray:
+        """One horizon after scaled float32 windows ``[n, L]`` whose first target falls at ``first``."""
+        calendar = self.model.config.calendar
+        past, future = window_calendar(first, self.step_ns, self.lookback, self.horizon, calendar)
+        x = torch.cat([torch.from_numpy(np.ascontiguousarray(window)[:, :, None]), past], dim=-1)
+        return self.model(x, future).numpy()
 
     def interval_width(self, level: int) -> np.ndarray:
         """Half-width of the ``level``% conformal interval per horizon step, in scaled units: ``[H]``."""
