@@ -88,7 +88,7 @@ class Predictor:
         done = 0
         while done < steps:
             # chunks bound the recurrence's buffers and the calendar: [S, H]
-            chunks = [slice(i, i + CHUNK) for i in range(0, len(window), CHUNK)]
+            chunks = [slice(i, i + CHUNK) for i in range(0, len(window), CHUNK)] or [slice(0, 0)]
             pred = np.concatenate([self._predict(window[c], first[c]) for c in chunks])
             out.append(pred)
             done += pred.shape[1]
