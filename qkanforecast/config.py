@@ -215,11 +215,13 @@ class ModelConfig:
     decoder: Decoder = Decoder.MLP
     decoder_size: int = 32
     recurrent_steps: int | None = None  # the recurrence reads the window's last steps (None: all of it)
+    future_size: int = 0  # covariates of every forecast step besides the calendar (future, static, holiday)
 
     def __post_init__(self) -> None:
         family_info(self.model)
         _at_least(self, 1, "input_size", "horizon", "hidden_size", "num_layers", "latent_in", "latent_out",
                   "season", "decoder_size", "recurrent_steps")
+        _at_least(self, 0, "future_size")
         if not 0 <= self.dropout < 1:
             raise ConfigError("dropout", f"must be in [0, 1), got {self.dropout}")
         if isinstance(self.qkan, dict):
@@ -275,9 +277,22 @@ class DataConfig:
     val_size: float = 0.1  # < 1: a fraction of each series; >= 1: a number of steps
     test_size: float = 0.0  # held out from training and validation altogether (for an honest evaluate)
     scaler: Scaler = Scaler.STANDARD
+    hist_exog: list[str] = field(default_factory=list)  # covariate columns known up to the forecast origin
+    futr_exog: list[str] = field(default_factory=list)  # covariate columns known ahead (forecast --futr)
+    static: list[str] = field(default_factory=list)  # per-series covariate columns (constant in a series)
+    holidays: list[str] = field(default_factory=list)  # ISO dates: a holiday flag at every step
 
     def __post_init__(self) -> None:
         _at_least(self, 1, "lookback", "horizon")
+        named: list[str] = []
+        for name in ("hist_exog", "futr_exog", "static"):
+            columns = [str(c) for c in getattr(self, name)]
+            for c in columns:
+                if not c or c in named:
+                    raise ConfigError(name, f"names column {c!r} twice" if c else "names an empty column")
+                named.append(c)
+            object.__setattr__(self, name, columns)
+        object.__setattr__(self, "holidays", sorted({str(d) for d in self.holidays}))
         for name in ("val_size", "test_size"):
             size = getattr(self, name)
             if size < 0 or (size >= 1 and size != int(size)) or not math.isfinite(size):
@@ -285,6 +300,11 @@ class DataConfig:
                     name, f"must be a fraction in [0, 1) or a whole number of steps, got {size}"
                 )
         _coerce(self, "scaler", Scaler)
+
+    @property
+    def covariates(self) -> list[str]:
+        """Every covariate column the windows read: historical, future, static."""
+        return [*self.hist_exog, *self.futr_exog, *self.static]
 
     def part_size(self, name: str) -> int | float:
         """``val_size`` or ``test_size`` as the data layer takes it: steps (int) or a fraction (float)."""
@@ -366,7 +386,7 @@ class Settings:
 def _options() -> dict[str, str]:
     """Flat option name -> the part of ``Settings`` it sets (model fields the data decides are left out)."""
     out: dict[str, str] = {}
-    derived = {"input_size", "horizon", "qkan", "season"}
+    derived = {"input_size", "horizon", "qkan", "season", "future_size"}
     parts = (("data", DataConfig), ("train", TrainConfig), ("model", ModelConfig), ("qkan", QKANSpec))
     for part, cls in parts:
         for f in dataclasses.fields(cls):

@@ -9,8 +9,9 @@ import pandas as pd
 
 from qkanforecast.baselines import BASELINES, naive, season_length, seasonal_naive
 from qkanforecast.config import BacktestConfig
+from qkanforecast.covariates import Covariates
 from qkanforecast.data import Table
-from qkanforecast.forecast import Predictor, series_arrays
+from qkanforecast.forecast import Predictor, raw_covariates, series_arrays
 from qkanforecast.metrics import metrics_table, naive_scale
 
 BACKTEST = BacktestConfig()
@@ -45,7 +46,8 @@ def backtest(predictor: Predictor, table: Table, config: BacktestConfig = BACKTE
                 model.scaler.fit_series(uid, v[: len(v) - back])
         hist = np.stack([v[len(v) - back - lookback : len(v) - back] for v in values])
         cut_ds = np.array([s[len(s) - back - 1] for s in stamps])
-        pred = model.predict(uids, hist, cut_ds, horizon)
+        raw = raw_covariates(model, table, table.lengths - back, horizon)
+        pred = model.predict(uids, hist, cut_ds, horizon, raw)
         for i, (uid, v, s) in enumerate(zip(uids, values, stamps, strict=True)):
             cut = len(v) - back
             cols["unique_id"].append(np.repeat(uid, horizon))
@@ -70,7 +72,9 @@ def _refit(predictor: Predictor, table: Table, back: int) -> Predictor:
     cut = replace(table, frame=frame[keep.to_numpy()].reset_index(drop=True))
     m = predictor.entry.manifest
     fitted = fit_table(cut, Settings(m.model, m.data, m.train))
-    return Predictor(predictor.entry, fitted.model, fitted.scaler)
+    refitted = Predictor(predictor.entry, fitted.model, fitted.scaler)
+    refitted.covariates = Covariates(m.data, fitted.covariates)  # scaled as this fit saw them
+    return refitted
 
 
 @dataclass

@@ -10,12 +10,13 @@ import torch
 from torch import nn
 
 from qkanforecast.config import MAX_STEPS
+from qkanforecast.covariates import Covariates, check_static
 from qkanforecast.data import Table
 from qkanforecast.data.table import freq_to_ns
 from qkanforecast.errors import QKANForecastError
 from qkanforecast.models import Forecaster, build_model
 from qkanforecast.registry import Entry, Registry
-from qkanforecast.windows import SeriesScaler, WindowDataset, last_windows, window_calendar
+from qkanforecast.windows import RawCovariates, SeriesScaler, WindowDataset, last_windows, window_calendar
 
 CHUNK = 1024  # series forecast at once
 
@@ -36,6 +37,7 @@ class Predictor:
     horizon: int = field(init=False)
     freq: str = field(init=False)
     step_ns: int = field(init=False)
+    covariates: Covariates = field(init=False)
 
     def __post_init__(self) -> None:
         m = self.entry.manifest
@@ -43,6 +45,11 @@ class Predictor:
         assert lookback is not None  # training records the lookback it used
         self.column, self.lookback, self.horizon = m.model.model, lookback, m.data.horizon
         self.freq, self.step_ns = m.schema.freq, freq_to_ns(m.schema.freq)
+        self.covariates = Covariates(m.data, m.covariates)
+        if m.data.covariates and m.covariates is None:
+            raise QKANForecastError(
+                f"{self.entry.path}: the manifest names covariates but has no scaling for them"
+            )
         self.model.eval()
 
     @classmethod
@@ -66,40 +73,62 @@ class Predictor:
             )
 
     def predict(
-        self, uids: list[str], histories: np.ndarray, last_ds: np.ndarray, steps: int | None = None
+        self, uids: list[str], histories: np.ndarray, last_ds: np.ndarray, steps: int | None = None,
+        raw: RawCovariates | None = None,
     ) -> np.ndarray:
         """Forecast ``steps`` values after each history, in original units.
 
         ``histories`` is ``[S, >= lookback]`` in original units, one row per series of ``uids``, and
-        ``last_ds`` the time of each history's last value (int64 ns or datetime64[ns]). Beyond the
-        model's horizon the forecast is recursive: predictions are fed back as inputs.
+        ``last_ds`` the time of each history's last value (int64 ns or datetime64[ns]); ``raw`` the
+        covariates of a model trained with them (their ``future`` covering ``steps``). Beyond the model's
+        horizon the forecast is recursive: predictions are fed back as inputs.
         """
         window = self.scaler.transform(histories[:, -self.lookback :], uids)  # [S, L]
-        return self.scaler.inverse_transform(self.rollout(window, last_ds, steps), uids)
+        return self.scaler.inverse_transform(self.rollout(window, last_ds, steps, raw), uids)
 
     @torch.no_grad()
-    def rollout(self, window: np.ndarray, last_ds: np.ndarray, steps: int | None = None) -> np.ndarray:
+    def rollout(self, window: np.ndarray, last_ds: np.ndarray, steps: int | None = None,
+                raw: RawCovariates | None = None) -> np.ndarray:
         """``steps`` scaled values after each scaled window ``[S, >= lookback]`` whose last value is at
         ``last_ds``: float64 ``[S, steps]``."""
         steps = steps or self.horizon
+        self.check_steps(steps)
         window = window[:, -self.lookback :].astype(np.float32)
         first = np.asarray(last_ds).astype("datetime64[ns]").view(np.int64) + self.step_ns  # [S]
+        past = None if raw is None else raw.past[:, -self.lookback :]
         out = []
         done = 0
         while done < steps:
+            now = None
+            if raw is not None and past is not None:
+                now = RawCovariates(past, raw.future[:, done : done + self.horizon], raw.static)
             # chunks bound the recurrence's buffers and the calendar: [S, H]
             chunks = [slice(i, i + CHUNK) for i in range(0, len(window), CHUNK)] or [slice(0, 0)]
-            pred = np.concatenate([self._predict(window[c], first[c]) for c in chunks])
+            pred = np.concatenate(
+                [self._predict(window[c], first[c], None if now is None else now[c]) for c in chunks]
+            )
             out.append(pred)
             done += pred.shape[1]
             window = np.concatenate([window, pred], axis=1)[:, -self.lookback :]
+            if now is not None and past is not None and done < steps:  # no historical ones: check_steps
+                past = np.concatenate([past, now.future], axis=1)[:, -self.lookback :]
             first = first + self.horizon * self.step_ns
         return np.concatenate(out, axis=1)[:, :steps].astype(np.float64)
 
-    def _predict(self, window: np.ndarray, first: np.ndarray) -> np.ndarray:
+    def check_steps(self, steps: int) -> None:
+        """Beyond the horizon the forecast feeds itself back; historical covariates cannot follow."""
+        if steps > self.horizon and self.entry.manifest.data.hist_exog:
+            raise QKANForecastError(
+                f"--steps {steps} is beyond the horizon ({self.horizon}) of {self.entry.ref}, which reads "
+                f"historical covariates ({', '.join(self.entry.manifest.data.hist_exog)}) that are unknown "
+                f"past the forecast origin; use --steps {self.horizon} or fewer"
+            )
+
+    def _predict(self, window: np.ndarray, first: np.ndarray, raw: RawCovariates | None) -> np.ndarray:
         """One horizon after scaled float32 windows ``[n, L]`` whose first target falls at ``first``."""
         calendar = self.model.config.calendar
-        past, future = window_calendar(first, self.step_ns, self.lookback, self.horizon, calendar)
+        past, future = window_calendar(first, self.step_ns, self.lookback, self.horizon, calendar,
+                                       self.covariates, raw)
         x = torch.cat([torch.from_numpy(np.ascontiguousarray(window)[:, :, None]), past], dim=-1)
         return self.model(x, future).numpy()
 
@@ -156,11 +185,75 @@ def series_arrays(
     )
 
 
+def raw_covariates(
+    predictor: Predictor, table: Table, ends: np.ndarray, steps: int, future: Table | None = None
+) -> RawCovariates | None:
+    """The covariates of forecasts whose origin is row ``ends[i] - 1`` of series ``i``: the
+    ``lookback`` input rows before it, the ``steps`` rows after it (from ``future`` where given, else from
+    ``table``) and the static values. ``None`` for a model without covariates."""
+    d = predictor.entry.manifest.data
+    if not predictor.covariates.any:
+        return None
+    n, lookback, off = table.n_series, predictor.lookback, table.offsets
+    rows = (off[:-1] + ends)[:, None] - lookback + np.arange(lookback)[None, :]  # [S, L]
+    named = [*d.hist_exog, *d.futr_exog]
+    past = np.stack([table.column(c)[rows] for c in named], -1) if named else np.zeros((n, lookback, 0))
+    check_static(table, d.static)
+    static = np.stack([table.column(c)[off[:-1]] for c in d.static], -1) if d.static else np.zeros((n, 0))
+    if not d.futr_exog:
+        ahead = np.zeros((n, steps, 0))
+    elif future is None:
+        ahead_rows = (off[:-1] + ends)[:, None] + np.arange(steps)[None, :]
+        ahead = np.stack([table.column(c)[ahead_rows] for c in d.futr_exog], -1)
+    else:
+        ahead = future_values(table, future, d.futr_exog, steps)
+    return RawCovariates(past, ahead, static)
+
+
+def future_values(table: Table, future: Table, columns: list[str], steps: int) -> np.ndarray:
+    """The ``columns`` of ``future`` (its ``y`` is the first of them) at the ``steps`` timestamps after
+    each series' last one in ``table``: ``[S, steps, len(columns)]``. A missing row is an error naming the
+    series and the timestamps."""
+    step, source = table.step_ns, future.report.get("source", "the future values")
+    columns_of_future = [future.values, *(future.column(c) for c in columns[1:])]
+    last = table.ds_ns[table.offsets[1:] - 1]
+    out = np.empty((table.n_series, steps, len(columns)))
+    for i, uid in enumerate(table.ids):
+        want = last[i] + step  # the first forecast step
+        if uid in future._index:
+            j = future.index_of(uid)
+            a, b = int(future.offsets[j]), int(future.offsets[j + 1])
+            gap = int(want - future.ds_ns[a])
+            if gap % step:
+                raise QKANForecastError(
+                    f"{source}: series '{uid}' starts at {pd.Timestamp(int(future.ds_ns[a]))}, off the "
+                    f"{table.freq} grid of the data (its next step is {pd.Timestamp(int(want))})"
+                )
+            p = gap // step
+            if p >= 0 and p + steps <= b - a:
+                out[i] = np.stack([v[a + p : a + p + steps] for v in columns_of_future], -1)
+                continue
+            have = np.arange(a + max(p, 0), a + min(p + steps, b - a)) - a - p  # steps it holds
+            missing = np.setdiff1d(np.arange(steps), have)
+        else:
+            missing = np.arange(steps)
+        times = [str(pd.Timestamp(int(want + k * step))) for k in missing[:3]]
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise QKANForecastError(
+            f"{source}: no future values of {', '.join(columns)} for series '{uid}' at "
+            f"{', '.join(times)}{more}; --futr must cover the {steps} steps after each series' last timestamp"
+        )
+    return out
+
+
 def forecast(
-    predictor: Predictor, table: Table, steps: int | None = None, levels: list[int] | None = None
+    predictor: Predictor, table: Table, steps: int | None = None, levels: list[int] | None = None,
+    future: Table | None = None,
 ) -> pd.DataFrame:
     """The next ``steps`` (default: the model's horizon) after each series' last timestamp.
 
+    A model trained with future covariates reads their values at the forecast steps from ``future``
+    (a table whose ``y`` is the first future column and whose covariates are the others).
     Series the model never saw are scaled with statistics of their own history. Returns a long table
     ``unique_id, ds, <model>`` in original units, plus ``<model>-lo-<level>`` and ``<model>-hi-<level>``
     for every split-conformal prediction interval asked for in ``levels`` (within the model's horizon).
@@ -176,10 +269,18 @@ def forecast(
             f"{predictor.horizon} or fewer, or leave out --level"
         )
     widths = {level: predictor.interval_width(level)[:steps] for level in levels}
+    predictor.check_steps(steps)
+    futr = predictor.entry.manifest.data.futr_exog
+    if futr and future is None:
+        raise QKANForecastError(
+            f"{predictor.entry.ref} reads future covariates ({', '.join(futr)}): give their values at the "
+            f"forecast steps with --futr FILE"
+        )
     check_lengths(table, predictor.lookback, f"a lookback of {predictor.lookback}")
     inputs = last_windows(table, predictor.lookback, predictor.scaler)  # fits series never seen in training
     uids = inputs.unique_id
-    scaled = predictor.rollout(inputs.x[:, :, 0].numpy(), inputs.last_ds, steps)  # [S, steps]
+    raw = raw_covariates(predictor, table, table.lengths, steps, future)
+    scaled = predictor.rollout(inputs.x[:, :, 0].numpy(), inputs.last_ds, steps, raw)  # [S, steps]
     out = {
         "unique_id": np.repeat(uids, steps),
         "ds": inputs.future_ds(steps).reshape(-1),

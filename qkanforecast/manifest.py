@@ -24,9 +24,10 @@ from qkanforecast.config import (
     from_dict,
     to_dict,
 )
+from qkanforecast.covariates import CovariateStats
 from qkanforecast.errors import QKANForecastError
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: exogenous covariates and holidays (format 2 reads as it is: none of them)
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ class Manifest:
     training: Training
     history: list[Epoch]
     calibration: Calibration | None = None
+    covariates: CovariateStats | None = None  # the scaling of the exogenous covariates (if any)
     weights: Weights | None = None  # set by the registry when it publishes
     created: str = ""
     qkanforecast_version: str = ""
@@ -134,6 +136,8 @@ class Manifest:
         fmt = data.get("format_version")
         if fmt == 1:
             data = _from_format_1(data)
+        elif fmt == 2:
+            data = {**data, "format_version": FORMAT_VERSION}  # format 3 only added optional fields
         elif fmt != FORMAT_VERSION:
             raise QKANForecastError(f"unknown format_version {fmt!r}")
         try:

@@ -29,6 +29,8 @@ from qkanforecast.config import (
     Settings,
     TrainConfig,
 )
+from qkanforecast.covariates import Covariates, CovariateStats, fit_stats
+from qkanforecast.covariates import sizes as covariate_sizes
 from qkanforecast.data import Table
 from qkanforecast.errors import QKANForecastError
 from qkanforecast.manifest import Calibration, Epoch, Manifest, ScalerState, Schema, Training
@@ -36,6 +38,7 @@ from qkanforecast.models import Forecaster, build_model, count_parameters
 from qkanforecast.registry import Entry, Registry, check_name
 from qkanforecast.windows import SeriesScaler, WindowDataset, make_datasets, split_points
 
+INPUTS = ("hist_exog", "futr_exog", "static", "holidays")  # what the network reads: fixed by a checkpoint
 ProgressFn = Callable[[Epoch, int, bool], None]  # (epoch record, total epochs, improved)
 
 
@@ -116,14 +119,16 @@ def warm_settings(entry: Entry, options: dict[str, Any]) -> Settings:
     """The settings of a warm start: the checkpoint's, updated by ``options`` that keep its architecture."""
     m = entry.manifest
     base = Settings(m.model, m.data, m.train)
-    current = {**asdict(base.model), **asdict(base.model.qkan), "horizon": base.data.horizon}
-    for key in ARCHITECTURE:
+    current = {**asdict(base.model), **asdict(base.model.qkan), **asdict(base.data)}
+    for key in (*ARCHITECTURE, *INPUTS):
         if key in options and options[key] != current[key]:
             raise QKANForecastError(
                 f"--{key.replace('_', '-')} {options[key]} does not fit {entry.ref} "
                 f"({key} {current[key]}); leave it out to keep the checkpoint's"
             )
-    return base.updated({k: v for k, v in options.items() if OPTIONS[k] not in ("model", "qkan")})
+    return base.updated(
+        {k: v for k, v in options.items() if OPTIONS[k] not in ("model", "qkan") and k not in INPUTS}
+    )
 
 
 @dataclass
@@ -138,6 +143,7 @@ class Fitted:
     val_windows: int
     trained_until: str  # the last timestamp training or validation read, over all series
     calibration: Calibration | None = None  # conformal half-widths from validation residuals
+    covariates: CovariateStats | None = None  # the scaling of the exogenous covariates
 
 
 @torch.no_grad()
@@ -182,7 +188,8 @@ def resolve(settings: Settings, table: Table) -> Settings:
                                     ids=table.ids)
         data = replace(data, lookback=auto_lookback(season, data.horizon, int(train_end.min())))
     assert data.lookback is not None
-    model = replace(model, season=season)
+    past, future = covariate_sizes(data)
+    model = replace(model, season=season, input_size=1 + past, future_size=future)
     if model.recurrent_steps is None:
         model = replace(model, recurrent_steps=min(data.lookback, max(2 * season, 168)))
     model = replace(model, skip=model.skip_base, lags=model.uses_lags)
@@ -201,14 +208,18 @@ def fit_table(
     data = settings.data
     assert data.lookback is not None
     torch.manual_seed(settings.train.seed)
+    val_size, test_size = data.part_size("val_size"), data.part_size("test_size")
+    train_end, _ = split_points(table.lengths, val_size, test_size, ids=table.ids)
+    stats = fit_stats(table, data, train_end)
     train_ds, val_ds, _, scaler = make_datasets(
         table,
         data.lookback,
         data.horizon,
-        val_size=data.part_size("val_size"),
-        test_size=data.part_size("test_size"),
+        val_size=val_size,
+        test_size=test_size,
         scaler=data.scaler.value,
         calendar=settings.model.calendar,
+        covariates=Covariates(data, stats),
     )
     model = build_model(settings.model)
     if initial_state is not None:
@@ -224,6 +235,7 @@ def fit_table(
         len(val_ds) if val_ds is not None else 0,
         pd.Timestamp(last_seen).isoformat(),
         calibrate(model, val_ds) if val_ds is not None and len(val_ds) else None,
+        stats,
     )
 
 
@@ -281,5 +293,6 @@ def train(
         ),
         history=fitted.history,
         calibration=fitted.calibration,
+        covariates=fitted.covariates,
     )
     return registry.publish(name, fitted.model.state_dict(), manifest)

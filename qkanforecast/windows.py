@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import Dataset
 
 from qkanforecast.config import Scaler
+from qkanforecast.covariates import Covariates
 from qkanforecast.data import Table
 from qkanforecast.errors import QKANForecastError
 from qkanforecast.features import calendar, step_times
@@ -201,16 +202,43 @@ class ForecastInputs:
         return (self.last_ds.view(np.int64)[:, None] + k[None, :]).view("datetime64[ns]")
 
 
+@dataclass
+class RawCovariates:
+    """Covariate values of N windows in original units (see ``Covariates.windows``): the historical and
+    future columns at the input steps ``past [N, L, hist + futr]``, the future columns at the forecast
+    steps ``future [N, H, futr]`` and the static columns ``static [N, static]``."""
+
+    past: np.ndarray
+    future: np.ndarray
+    static: np.ndarray
+
+    def __getitem__(self, rows: slice) -> RawCovariates:
+        return RawCovariates(self.past[rows], self.future[rows], self.static[rows])
+
+
 def window_calendar(first_target: np.ndarray, step_ns: int, lookback: int, horizon: int,
-                    on: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """The calendar of the input steps ``[N, L, C]`` and of the forecast steps ``[N, H, C]`` of windows
-    whose first target falls at ``first_target`` (int64 ns); C = 0 when not ``on``."""
+                    on: bool = True, covariates: Covariates | None = None,
+                    raw: RawCovariates | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """What a model reads besides the target at the input steps ``[N, L, C + P]`` and at the forecast
+    steps ``[N, H, C + F]`` of windows whose first target falls at ``first_target`` (int64 ns): the
+    calendar (C = 0 when not ``on``), then the covariates (P = F = 0 without ``covariates``)."""
     n = len(first_target)
-    if not on:
-        return torch.zeros(n, lookback, 0), torch.zeros(n, horizon, 0)
+    past, future = [torch.zeros(n, lookback, 0)], [torch.zeros(n, horizon, 0)]
+    extra = covariates is not None and covariates.any
+    if not (on or extra):
+        return past[0], future[0]
     times = step_times(first_target, step_ns, -lookback, horizon)  # [N, L + H]
-    cal = torch.from_numpy(calendar(times))
-    return cal[:, :lookback], cal[:, lookback:]
+    if on:
+        cal = torch.from_numpy(calendar(times))
+        past.append(cal[:, :lookback])
+        future.append(cal[:, lookback:])
+    if covariates is not None and extra:
+        if raw is None:
+            raw = RawCovariates(np.zeros((n, lookback, 0)), np.zeros((n, horizon, 0)), np.zeros((n, 0)))
+        cp, cf = covariates.windows(raw.past, raw.future, raw.static, times)
+        past.append(torch.from_numpy(cp))
+        future.append(torch.from_numpy(cf))
+    return torch.cat(past, dim=-1), torch.cat(future, dim=-1)
 
 
 def _tensor(values: np.ndarray) -> torch.Tensor:
@@ -235,14 +263,21 @@ class WindowDataset(Dataset[Batch]):
     def __init__(self, table: Table, lookback: int, horizon: int = 1, step: int = 1, part: str = "train",
                  val_size: float | int = 0, test_size: float | int = 0, scaler: SeriesScaler | None = None,
                  splits: tuple[np.ndarray, np.ndarray] | None = None, allow_empty: bool = False,
-                 calendar: bool = False) -> None:
+                 calendar: bool = False, covariates: Covariates | None = None) -> None:
         if lookback < 1 or horizon < 1 or step < 1:
             raise QKANForecastError(
                 f"lookback, horizon and step must be at least 1, got {lookback}, {horizon}, {step}")
         if part not in PARTS:
             raise QKANForecastError(f"unknown part '{part}'; choose from {', '.join(PARTS)}")
         self.table, self.lookback, self.horizon, self.step, self.part = table, lookback, horizon, step, part
-        self.calendar = calendar
+        self.calendar, self.covariates = calendar, covariates
+        if covariates is not None and covariates.any:
+            d = covariates.data
+            self._exog = np.stack([table.column(c) for c in [*d.hist_exog, *d.futr_exog]], axis=-1) \
+                if d.hist_exog or d.futr_exog else np.zeros((len(table.values), 0))  # [rows, hist + futr]
+            self._n_hist = len(d.hist_exog)
+            self._static = np.stack([table.column(c)[table.offsets[:-1]] for c in d.static], axis=-1) \
+                if d.static else np.zeros((table.n_series, 0))  # [S, static]
         lengths = table.lengths
         if splits is None:
             splits = split_points(lengths, val_size, test_size, ids=table.ids)
@@ -295,8 +330,17 @@ class WindowDataset(Dataset[Batch]):
         w = ((w - self._loc[st, None]) / self._scale[st, None]).to(torch.float32)
         x, y = w[:, :self.lookback, None], w[:, self.lookback:]
         past, future = window_calendar(self.table.ds_ns[first], self.table.step_ns, self.lookback,
-                                       self.horizon, self.calendar)
+                                       self.horizon, self.calendar, self.covariates, self._raw(s, first))
         return torch.cat([x, past], dim=-1), future, y
+
+    def _raw(self, s: np.ndarray, first: np.ndarray) -> RawCovariates | None:
+        """The covariates of windows of series ``s`` whose first target is at row ``first``."""
+        if self.covariates is None or not self.covariates.any:
+            return None
+        rows = first[:, None] - self.lookback + np.arange(self.lookback + self.horizon)[None, :]
+        values = self._exog[rows]  # [N, L + H, hist + futr]
+        return RawCovariates(values[:, :self.lookback], values[:, self.lookback:, self._n_hist:],
+                             self._static[s])
 
     def __getitem__(self, index: int) -> Batch:
         x, future, y = self.batch([index])
@@ -339,12 +383,13 @@ class WindowDataset(Dataset[Batch]):
 
 def make_datasets(table: Table, lookback: int, horizon: int = 1, step: int = 1, val_size: float | int = 0,
                   test_size: float | int = 0, scaler: str | SeriesScaler = "standard", *,
-                  val_step: int | None = None, test_step: int | None = None, calendar: bool = False
+                  val_step: int | None = None, test_step: int | None = None, calendar: bool = False,
+                  covariates: Covariates | None = None
                   ) -> tuple[WindowDataset, WindowDataset | None, WindowDataset | None, SeriesScaler]:
     """Train / val / test datasets sharing one split and one scaler fitted on the training parts.
     Val or test is ``None`` when its size is 0. Windows start ``step`` apart; ``val_step`` and
     ``test_step`` (default ``step``) thin out the validation and test windows alone. ``calendar`` adds
-    the calendar covariates to every window."""
+    the calendar covariates to every window, ``covariates`` the exogenous ones."""
     splits = split_points(table.lengths, val_size, test_size, ids=table.ids)
     if isinstance(scaler, str):
         scaler = SeriesScaler(scaler).fit(table, until=splits[0])
@@ -352,7 +397,7 @@ def make_datasets(table: Table, lookback: int, horizon: int = 1, step: int = 1, 
     def part(name: str, part_step: int | None) -> WindowDataset:
         every = step if part_step is None else part_step
         return WindowDataset(table, lookback, horizon, every, name, scaler=scaler, splits=splits,
-                             calendar=calendar)
+                             calendar=calendar, covariates=covariates)
 
     train = part("train", step)
     val = part("val", val_step) if (splits[1] > splits[0]).any() else None

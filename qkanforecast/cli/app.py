@@ -39,6 +39,8 @@ def shown(value: Any) -> str:
     """A default as the help shows it: ``[default: VALUE]``."""
     if isinstance(value, Enum):
         value = value.value
+    if isinstance(value, list):
+        return ",".join(map(str, value)) or "none"
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
@@ -146,15 +148,25 @@ class Input:
     freq: str | None = None
     fill: Fill = Fill.NONE
 
-    def read(self, data: str, columns: Columns = _COLUMNS, min_length: int | None = None) -> Table:
-        """Read DATA with these options; column names not given come from ``columns``."""
+    def read(
+        self, data: str, columns: Columns = _COLUMNS, min_length: int | None = None,
+        covariates: list[str] | tuple[str, ...] = (),
+    ) -> Table:
+        """Read DATA with these options; column names not given come from ``columns``; ``covariates``
+        are numeric columns kept next to the target."""
         from qkanforecast.data import IngestOptions, read_table
 
         names = columns.given(self.id_col, self.time_col, self.target_col)
         options = IngestOptions(
-            **asdict(names), wide=self.wide, freq=self.freq, fill=self.fill, min_length=min_length
+            **asdict(names), wide=self.wide, freq=self.freq, fill=self.fill, min_length=min_length,
+            covariates=tuple(covariates),
         )
         return read_table(data, options)
+
+
+def column_list(text: str | None) -> list[str]:
+    """``"a, b"`` -> ``["a", "b"]`` (``None`` and ``""`` give no columns)."""
+    return [c.strip() for c in (text or "").split(",") if c.strip()]
 
 
 INPUT = Input()  # the default of a command's ``inputs`` parameter (replaced by its options)

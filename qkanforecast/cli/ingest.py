@@ -12,6 +12,7 @@ from qkanforecast.cli.app import (
     Input,
     Quiet,
     app,
+    column_list,
     err,
     example,
     user_errors,
@@ -29,6 +30,12 @@ def ingest(
     output: Annotated[
         str, typer.Option("--output", "-o", help="Output path (.parquet or .csv), or - for CSV on stdout.")
     ] = "-",
+    covariates: Annotated[
+        str | None,
+        typer.Option(
+            "--covariates", help="Numeric columns to keep next to y (exogenous covariates), comma-separated."
+        ),
+    ] = None,
     inputs: Input = INPUT,
     min_length: Annotated[
         int | None, typer.Option("--min-length", min=1, help="Reject series shorter than this.")
@@ -36,10 +43,11 @@ def ingest(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary on stderr as JSON.")] = False,
     quiet: Quiet = False,
 ) -> None:
-    """Validate a CSV or Parquet table and write it as the canonical long table (unique_id, ds, y)."""
+    """Validate a CSV or Parquet table and write it as the canonical long table (unique_id, ds, y, and
+    the covariates asked for)."""
     from qkanforecast.data import print_report, write_table
 
-    table = inputs.read(data, min_length=min_length)
+    table = inputs.read(data, min_length=min_length, covariates=column_list(covariates))
     write_table(table, output)
     if not quiet or as_json:
         print_report(table, err, as_json=as_json)

@@ -24,6 +24,7 @@ from qkanforecast.cli.app import (
 )
 from qkanforecast.cli.render import show_table
 from qkanforecast.config import INTERVAL_LEVELS, MAX_STEPS, BacktestConfig, OutFormat
+from qkanforecast.errors import QKANForecastError
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -38,11 +39,28 @@ Format = Annotated[
 
 
 def _load(model: str, registry: Path | None, data: str, inputs: Input) -> tuple[Predictor, Table]:
-    """The registered model and the table read with its column names (those given win)."""
+    """The registered model and the table read with its column names (those given win) and covariates."""
     from qkanforecast.forecast import Predictor
 
     predictor = Predictor.load(model, open_registry(registry))
-    return predictor, inputs.read(data, predictor.entry.manifest.schema.columns)
+    m = predictor.entry.manifest
+    return predictor, inputs.read(data, m.schema.columns, covariates=m.data.covariates)
+
+
+def _read_future(path: str, predictor: Predictor, inputs: Input) -> Table:
+    """The future covariates file: the model's id and time columns and its future columns (read as a
+    table whose target is the first of them), on the model's frequency, without gaps."""
+    from dataclasses import asdict
+
+    from qkanforecast.data import IngestOptions, read_table
+
+    m = predictor.entry.manifest
+    futr = m.data.futr_exog
+    if not futr:
+        raise QKANForecastError(f"--futr: {predictor.entry.ref} was trained without future covariates")
+    names = m.schema.columns.given(inputs.id_col, inputs.time_col, futr[0])
+    options = IngestOptions(**asdict(names), freq=m.schema.freq, covariates=tuple(futr[1:]))
+    return read_table(path, options)
 
 
 @app.command(
@@ -72,6 +90,13 @@ def forecast(
             f"L is one of {', '.join(map(str, INTERVAL_LEVELS))}; repeatable.",
         ),
     ] = None,
+    futr: Annotated[
+        str | None,
+        typer.Option(
+            "--futr", help="CSV or Parquet with the future covariates (id, time and the model's --futr-exog "
+            "columns) for every forecast step."
+        ),
+    ] = None,
     registry: RegistryOpt = None,
     inputs: Input = INPUT,
     quiet: Quiet = False,
@@ -81,7 +106,8 @@ def forecast(
     from qkanforecast.forecast import forecast as run_forecast
 
     predictor, table = _load(model, registry, data, inputs)
-    frame = run_forecast(predictor, table, steps, level)
+    future = _read_future(futr, predictor, inputs) if futr is not None else None
+    frame = run_forecast(predictor, table, steps, level, future)
     write_frame(frame, output, fmt)
     if not quiet and output != "-":
         say(f"{len(frame):,} forecasts of {frame['unique_id'].nunique():,} series written to {output}")

@@ -18,6 +18,7 @@ from qkanforecast.cli.app import (
     Quiet,
     RegistryOpt,
     app,
+    column_list,
     example,
     open_registry,
     say,
@@ -113,6 +114,23 @@ def train(
         _opt(_S.train.max_windows, "Train each epoch on a fresh random sample of this many windows (0: all).",
              min=0),
     ] = None,
+    hist_exog: Annotated[
+        str | None,
+        _opt(_S.data.hist_exog, "Covariate columns known up to the forecast origin, comma-separated."),
+    ] = None,
+    futr_exog: Annotated[
+        str | None,
+        _opt(_S.data.futr_exog, "Covariate columns known ahead, comma-separated (a forecast reads their "
+             "future values from a file)."),
+    ] = None,
+    static: Annotated[
+        str | None, _opt(_S.data.static, "Per-series covariate columns (one value per series).")
+    ] = None,
+    holidays: Annotated[
+        str | None,
+        _opt(_S.data.holidays, "File of holiday dates (one per line, e.g. 2013-12-25): a holiday flag at "
+             "every input and forecast step."),
+    ] = None,
     name: Annotated[str | None, typer.Option(help="Registry name (default: the model family).")] = None,
     from_ref: Annotated[
         str | None, typer.Option("--from", help="Warm-start from this registered model.")
@@ -122,10 +140,16 @@ def train(
     quiet: Quiet = False,
 ) -> None:
     """Train one global model over every series of DATA and print its registry reference (NAME@vN)."""
+    from qkanforecast.covariates import read_holidays
     from qkanforecast.train import train as run_training
     from qkanforecast.train import warm_settings
 
     given = {k: v for k, v in locals().items() if k in OPTIONS and v is not None}
+    for key in ("hist_exog", "futr_exog", "static"):
+        if key in given:
+            given[key] = column_list(given[key])
+    if holidays is not None:
+        given["holidays"] = read_holidays(holidays)
     reg = open_registry(registry)
     warm = None
     if from_ref is not None:
@@ -137,7 +161,7 @@ def train(
     columns = (warm.manifest.schema.columns if warm else Columns()).given(
         inputs.id_col, inputs.time_col, inputs.target_col
     )
-    table = inputs.read(data, columns)
+    table = inputs.read(data, columns, covariates=settings.data.covariates)
     entry = run_training(
         table,
         settings,

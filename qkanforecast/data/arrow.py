@@ -40,7 +40,11 @@ def pick_columns(label: str, names: list[str], options: IngestOptions) -> dict[s
         raise QKANForecastError(
             f"{label}: no target column '{target_col}' (columns: {listing}); pass --target-col")
     id_col = options.id_col if options.id_col in names else None
-    return {"id": id_col, "time": time_col, "series": [target_col], "wide": False}
+    for name in options.covariates:
+        if name not in names:
+            raise QKANForecastError(f"{label}: no covariate column '{name}' (columns: {listing})")
+    return {"id": id_col, "time": time_col, "series": [target_col], "wide": False,
+            "covariates": list(options.covariates)}
 
 
 def from_arrow(label: str, holder: list[pa.Table], options: IngestOptions, unit: str, first: int,
@@ -81,6 +85,8 @@ def from_batches(label: str, batches: Iterator[Any], options: IngestOptions, uni
     time_col, series_cols = columns["time"], columns["series"]
     k = len(series_cols)
     parts: dict[str, list[list[np.ndarray]]] = {key: [[] for _ in range(k)] for key in ("codes", "ds", "y")}
+    covariates: list[str] = columns.get("covariates", [])
+    extra: dict[str, list[np.ndarray]] = {name: [] for name in covariates}
     names: dict[str, int] = {}
     if columns["wide"]:
         names = {c: i for i, c in enumerate(series_cols)}
@@ -96,6 +102,8 @@ def from_batches(label: str, batches: Iterator[Any], options: IngestOptions, uni
             parts["ds"][j].append(t)
             parts["y"][j].append(_to_float(batch.column(col), ctx, col, pos))
             parts["codes"][j].append(ids if ids is not None else np.full(m, j, dtype=np.int32))
+        for name in covariates:
+            extra[name].append(_to_float(batch.column(name), ctx, name, pos))
         del batch
         pos += m
     n = pos
@@ -117,7 +125,8 @@ def from_batches(label: str, batches: Iterator[Any], options: IngestOptions, uni
     report = {"source": label, "rows_read": int(n), "columns": {
         "id": columns["id"], "time": time_col, "target": None if columns["wide"] else series_cols[0],
         "wide": bool(columns["wide"])}}
-    return canonicalise(label, codes, categories, ds, y, options, report, ctx.notes)
+    columns_extra = {name: np.concatenate(extra.pop(name)) if n else np.empty(0) for name in covariates}
+    return canonicalise(label, codes, categories, ds, y, options, report, ctx.notes, columns_extra)
 
 
 def _to_ns(arr: Any, ctx: Ctx, col: str, row0: int) -> np.ndarray:

@@ -23,7 +23,8 @@ class IngestOptions(Columns):
     """How to read a table: its column names (``Columns``), then the policy. ``series_id`` names the
     series of a file without an id column (default: the file stem, or ``series`` for stdin).
     ``input_format`` is ``csv`` or ``parquet`` (default: from the suffix, else sniffed). ``fill`` and
-    ``input_format`` accept the Enum members or their strings and are stored as members."""
+    ``input_format`` accept the Enum members or their strings and are stored as members. ``covariates``
+    are numeric columns kept next to ``y`` (exogenous covariates), under the same checks and fills."""
 
     wide: bool = False
     freq: str | None = None
@@ -31,8 +32,17 @@ class IngestOptions(Columns):
     min_length: int | None = None
     series_id: str | None = None
     input_format: OutFormat | str | None = None
+    covariates: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "covariates", tuple(self.covariates))
+        if self.covariates and self.wide:
+            raise QKANForecastError("covariate columns need a long table (unique_id, ds, y, ...), not --wide")
+        for name in self.covariates:
+            if name in (self.id_col, self.time_col, self.target_col) or self.covariates.count(name) > 1:
+                raise QKANForecastError(
+                    f"covariate column '{name}' is named twice (as the id, time or target column, or twice "
+                    "as a covariate)")
         try:
             object.__setattr__(self, "fill", Fill(self.fill))
         except ValueError:
@@ -55,12 +65,14 @@ def _ts(ns: int | np.integer) -> str:
 
 def canonicalise(label: str, codes: np.ndarray, categories: np.ndarray, ds: np.ndarray, y: np.ndarray,
                  options: IngestOptions, report: dict[str, Any] | None = None,
-                 notes: list[str] | None = None) -> Table:
+                 notes: list[str] | None = None, extra: dict[str, np.ndarray] | None = None) -> Table:
     """Sort, de-duplicate, check the frequency, fill or reject gaps and NaN, build the ``Table``.
 
     ``codes`` index ``categories`` (series names); ``ds`` is int64 ns; ``y`` float64; all ``[rows]``.
+    ``extra`` holds the covariate columns (float64 ``[rows]``), which follow ``y`` through every step.
     The arrays may be modified in place.
     """
+    extra = dict(extra or {})
     report = dict(report or {})
     notes = list(notes or [])
     fill = Fill(options.fill)  # already a member (IngestOptions stores one); this tells the type checker
@@ -83,6 +95,7 @@ def canonicalise(label: str, codes: np.ndarray, categories: np.ndarray, ds: np.n
     if not in_order:
         perm = np.lexsort((ds, codes))
         codes, ds, y = codes[perm], ds[perm], y[perm]
+        extra = {k: v[perm] for k, v in extra.items()}
         del perm
         same, d = codes[1:] == codes[:-1], np.diff(ds)
     # duplicates
@@ -102,6 +115,7 @@ def canonicalise(label: str, codes: np.ndarray, categories: np.ndarray, ds: np.n
         keep = np.ones(len(ds), dtype=bool)
         keep[dup + 1] = False
         codes, ds, y = codes[keep], ds[keep], y[keep]
+        extra = {k: v[keep] for k, v in extra.items()}
         del keep
         same, d = codes[1:] == codes[:-1], np.diff(ds)
     del dup
@@ -148,10 +162,12 @@ def canonicalise(label: str, codes: np.ndarray, categories: np.ndarray, ds: np.n
         if n_gaps:
             if not len(bad):
                 bad = np.zeros(len(y), dtype=bool)
-            codes, ds, y, bad, starts, ends = _regrid(codes, ds, y, bad, starts, grid, step)
+            codes, ds, y, bad, starts, ends, extra = _regrid(codes, ds, y, bad, starts, grid, step, extra)
             lengths = grid
         _fill(label, cats, codes, ds, y, bad, starts, ends, fill)
     del bad
+    for name, values in extra.items():
+        _check_covariate(label, name, cats, codes, ds, values, starts, ends, fill)
     if options.min_length is not None:
         short = lengths < options.min_length
         if short.any():
@@ -161,7 +177,7 @@ def canonicalise(label: str, codes: np.ndarray, categories: np.ndarray, ds: np.n
                 f"{options.min_length} are needed ({int(short.sum())} of {len(lengths)} series too short)")
     frame = pd.DataFrame({
         "unique_id": pd.Categorical.from_codes(codes, categories=pd.Index(cats, dtype=object)),
-        "ds": ds.view("datetime64[ns]"), "y": y}, copy=False)
+        "ds": ds.view("datetime64[ns]"), "y": y, **extra}, copy=False)
     freq = ns_to_freq(step)
     report.update({
         "rows": int(len(frame)), "series": int(len(starts)), "freq": freq, "freq_inferred": inferred,
@@ -205,9 +221,30 @@ def _frequency(label: str, cats: np.ndarray, codes: np.ndarray, d: np.ndarray, s
     return int(steps[0]), True
 
 
+def _check_covariate(label: str, name: str, cats: np.ndarray, codes: np.ndarray, ds: np.ndarray,
+                     values: np.ndarray, starts: np.ndarray, ends: np.ndarray, fill: Fill) -> None:
+    """A covariate's NaN, infinite values and the gaps ``_regrid`` left are filled like ``y``, or are an
+    error naming the series and the first time (``fill`` none)."""
+    bad = ~np.isfinite(values)
+    if not bad.any():
+        return
+    if fill is Fill.NONE:
+        j = int(np.argmax(bad))
+        i = int(np.searchsorted(starts, j, side="right") - 1)
+        count = int(bad[starts[i]:ends[i]].sum())
+        raise QKANForecastError(
+            f"{label}: covariate column '{name}' of series '{cats[codes[j]]}' has {count} missing, NaN or "
+            f"infinite value{'s' if count > 1 else ''} (first: {_ts(ds[j])}); pass --fill ffill, linear or "
+            "zero")
+    _fill(f"{label}: covariate column '{name}'", cats, codes, ds, values, bad, starts, ends, fill)
+
+
 def _regrid(codes: np.ndarray, ds: np.ndarray, y: np.ndarray, bad: np.ndarray, starts: np.ndarray,
-            grid: np.ndarray, step: int) -> tuple[np.ndarray, ...]:
-    """Insert the missing timestamps of every series (their ``y`` is NaN and marked ``bad``)."""
+            grid: np.ndarray, step: int, extra: dict[str, np.ndarray]
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                       dict[str, np.ndarray]]:
+    """Insert the missing timestamps of every series (their ``y`` and covariates are NaN, ``y`` is marked
+    ``bad``)."""
     new_starts = np.concatenate([[0], np.cumsum(grid)[:-1]]).astype(np.int64)
     total = int(grid.sum())
     lengths = np.diff(np.append(starts, len(ds)))
@@ -221,7 +258,11 @@ def _regrid(codes: np.ndarray, ds: np.ndarray, y: np.ndarray, bad: np.ndarray, s
     within = np.arange(total, dtype=np.int64) - np.repeat(new_starts, grid)
     new_ds = np.repeat(ds[starts], grid) + within * step
     new_codes = np.repeat(codes[starts], grid)
-    return new_codes, new_ds, new_y, new_bad, new_starts, new_starts + grid
+    new_extra = {}
+    for name, values in extra.items():
+        new_extra[name] = np.full(total, np.nan)
+        new_extra[name][pos] = values
+    return new_codes, new_ds, new_y, new_bad, new_starts, new_starts + grid, new_extra
 
 
 def _fill(label: str, cats: np.ndarray, codes: np.ndarray, ds: np.ndarray, y: np.ndarray, bad: np.ndarray,

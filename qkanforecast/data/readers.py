@@ -81,11 +81,11 @@ def _read_csv(label: str, src: Any, options: IngestOptions) -> Table:
     types: dict[str, pa.DataType] = {}
     if columns.get("id"):
         types[columns["id"]] = pa.dictionary(pa.int32(), pa.string())
-    include = [c for c in [columns.get("id"), columns["time"], *columns["series"]] if c]
+    include = _included(columns)
     read_options = pacsv.ReadOptions(use_threads=True, block_size=CSV_BLOCK_BYTES)
     parse_options = pacsv.ParseOptions(delimiter=delimiter)
     # fast path: stream block by block with numeric values, so memory holds one block of text at a time
-    numeric = dict(types, **{c: pa.float64() for c in columns["series"]})
+    numeric = dict(types, **{c: pa.float64() for c in [*columns["series"], *columns.get("covariates", [])]})
     try:
         convert = pacsv.ConvertOptions(include_columns=include, column_types=numeric,
                                        strings_can_be_null=True)
@@ -109,6 +109,12 @@ def _read_csv(label: str, src: Any, options: IngestOptions) -> Table:
     return from_arrow(label, holder, options, "line", 2, columns)
 
 
+def _included(columns: dict[str, Any]) -> list[str]:
+    """The columns to read: the id (if any), the time, the value(s) and the covariates."""
+    named = [columns.get("id"), columns["time"], *columns["series"], *columns.get("covariates", [])]
+    return [c for c in named if c]
+
+
 def _read_parquet(label: str, src: Any, options: IngestOptions) -> Table:
     try:
         pf = pq.ParquetFile(src)
@@ -116,7 +122,7 @@ def _read_parquet(label: str, src: Any, options: IngestOptions) -> Table:
         msg = str(e).strip().splitlines()[0]
         raise QKANForecastError(f"{label}: cannot read as Parquet: {msg}") from None
     columns = pick_columns(label, pf.schema_arrow.names, options)
-    include = [c for c in [columns.get("id"), columns["time"], *columns["series"]] if c]
+    include = _included(columns)
     # read row group by row group; string ids come back dictionary-encoded
     id_col = columns.get("id")
     dict_cols = [id_col] if id_col and pa.types.is_string(pf.schema_arrow.field(id_col).type) else []
@@ -155,17 +161,20 @@ def load_canonical(path: str | os.PathLike[str]) -> Table:
         raise QKANForecastError(f"{path}: written by a newer qkanforecast (format {meta['format_version']})")
     pf = pq.ParquetFile(path, read_dictionary=["unique_id"])
     n = pf.metadata.num_rows
-    ds, y = np.empty(n, np.int64), np.empty(n, np.float64)
+    covariates = [c for c in pf.schema_arrow.names if c not in ("unique_id", "ds", "y")]
+    ds = np.empty(n, np.int64)
+    values = {name: np.empty(n, np.float64) for name in ("y", *covariates)}
     names: dict[str, int] = {}
     codes = np.empty(n, np.int32)
     pos = 0
     for i in range(pf.num_row_groups):
-        rg = pf.read_row_group(i, columns=["unique_id", "ds", "y"])
+        rg = pf.read_row_group(i)
         m = rg.num_rows
         ctx = Ctx(str(path), "row", 1)
         codes[pos:pos + m] = to_codes(rg.column("unique_id"), ctx, "unique_id", pos, names)
         ds[pos:pos + m] = rg.column("ds").combine_chunks().cast(pa.int64()).to_numpy()
-        y[pos:pos + m] = rg.column("y").combine_chunks().to_numpy(zero_copy_only=False)
+        for name, column in values.items():
+            column[pos:pos + m] = rg.column(name).combine_chunks().to_numpy(zero_copy_only=False)
         pos += m
     cats = np.array(list(names), dtype=object)
     if list(cats) != sorted(cats):
@@ -174,7 +183,7 @@ def load_canonical(path: str | os.PathLike[str]) -> Table:
     frame = pd.DataFrame({
         "unique_id": pd.Categorical.from_codes(codes.astype(np.int16 if len(cats) < 2**15 else np.int32),
                                                categories=pd.Index(cats, dtype=object)),
-        "ds": ds.view("datetime64[ns]"), "y": y}, copy=False)
+        "ds": ds.view("datetime64[ns]"), **values}, copy=False)
     report = {"source": str(path), "rows": n, "series": int(meta["series"]), "freq": meta["freq"],
               "loaded": "canonical"}
     lengths = np.asarray(meta["spans"]["length"], dtype=np.int64)

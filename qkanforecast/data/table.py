@@ -41,8 +41,9 @@ def ns_to_freq(ns: int) -> str:
 
 @dataclass(frozen=True, eq=False)
 class Table:
-    """A canonical table: ``frame`` (``unique_id`` categorical, ``ds``, ``y``), its ``freq`` and the
-    ingest ``report``. Series ``i`` is ``frame.iloc[offsets[i]:offsets[i + 1]]``.
+    """A canonical table: ``frame`` (``unique_id`` categorical, ``ds``, ``y``, then any covariate columns,
+    float64), its ``freq`` and the ingest ``report``. Series ``i`` is
+    ``frame.iloc[offsets[i]:offsets[i + 1]]``.
 
     The arrays below are computed once, here; ``known_offsets`` skips the pass over the ids when the
     builder already has them. A changed table is a new one (``dataclasses.replace(table, frame=...)``).
@@ -58,6 +59,7 @@ class Table:
     values: np.ndarray = field(init=False, repr=False)  # ``y`` as float64 (a read-only view): [rows]
     ds_ns: np.ndarray = field(init=False, repr=False)  # ``ds`` as int64 nanoseconds (a view): [rows]
     step_ns: int = field(init=False, repr=False)  # ``freq`` in nanoseconds
+    covariates: tuple[str, ...] = field(init=False, repr=False)  # the columns after ``y``
     _index: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self, known_offsets: np.ndarray | None) -> None:
@@ -74,7 +76,8 @@ class Table:
         ids = [str(cats[c]) for c in codes[offsets[:-1]]] if len(codes) else []
         derived = {"offsets": offsets, "ids": ids, "lengths": np.diff(offsets),
                    "values": self.frame["y"].to_numpy(), "ds_ns": self.frame["ds"].to_numpy().view(np.int64),
-                   "step_ns": freq_to_ns(self.freq), "_index": {u: i for i, u in enumerate(ids)}}
+                   "step_ns": freq_to_ns(self.freq), "_index": {u: i for i, u in enumerate(ids)},
+                   "covariates": tuple(str(c) for c in self.frame.columns[3:])}
         for name, value in derived.items():
             object.__setattr__(self, name, value)  # the frozen dataclass' way to set its own fields
 
@@ -87,6 +90,13 @@ class Table:
             return self._index[unique_id]
         except KeyError:
             raise QKANForecastError(f"no series '{unique_id}' in the table") from None
+
+    def column(self, name: str) -> np.ndarray:
+        """A covariate column as float64 ``[rows]`` (a view)."""
+        if name not in self.covariates:
+            have = ", ".join(self.covariates) or "none"
+            raise QKANForecastError(f"no covariate column '{name}' in the table (covariates: {have})")
+        return self.frame[name].to_numpy(dtype=np.float64)
 
     def series(self, unique_id: str) -> pd.DataFrame:
         i = self.index_of(unique_id)

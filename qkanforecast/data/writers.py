@@ -165,29 +165,30 @@ def _chunks(table: Table, rows: int = ROW_GROUP_ROWS) -> Iterator[pa.Table]:
     frame = table.frame
     cats = pa.array(np.asarray(frame["unique_id"].cat.categories, dtype=object), type=pa.string())
     codes = frame["unique_id"].cat.codes.to_numpy()
-    ds, y = frame["ds"].to_numpy(), frame["y"].to_numpy()
+    ds = frame["ds"].to_numpy()
+    values = {name: frame[name].to_numpy() for name in ("y", *table.covariates)}
     for s in range(0, len(frame), rows):
         yield pa.table({"unique_id": cats.take(pa.array(codes[s:s + rows].astype(np.int32))),
                         "ds": pa.array(ds[s:s + rows], type=pa.timestamp("ns")),
-                        "y": pa.array(y[s:s + rows], type=pa.float64())})
+                        **{name: pa.array(v[s:s + rows], type=pa.float64()) for name, v in values.items()}})
 
 
 def _write(table: Table, f: Any, fmt: OutFormat) -> None:
-    schema = pa.schema([("unique_id", pa.string()), ("ds", pa.timestamp("ns")), ("y", pa.float64())])
+    values = [(name, pa.float64()) for name in ("y", *table.covariates)]
+    schema = pa.schema([("unique_id", pa.string()), ("ds", pa.timestamp("ns")), *values])
     if fmt is OutFormat.PARQUET:
         schema = schema.with_metadata({META_KEY: json.dumps(metadata(table)).encode()})
         with pq.ParquetWriter(f, schema, compression="zstd") as w:
             for chunk in _chunks(table):
                 w.write_table(chunk.cast(schema), row_group_size=ROW_GROUP_ROWS)
         return
-    csv_schema = pa.schema([("unique_id", pa.string()), ("ds", pa.string()), ("y", pa.float64())])
+    csv_schema = pa.schema([("unique_id", pa.string()), ("ds", pa.string()), *values])
     whole_seconds = not np.any(table.ds_ns % 10**9)
     plain = not any(set(str(c)) & set(',"\r\n') for c in table.frame["unique_id"].cat.categories)
     options = pacsv.WriteOptions(quoting_style="none" if plain else "needed", include_header=False)
-    f.write(b"unique_id,ds,y\n")
+    f.write(",".join(["unique_id", "ds", *(name for name, _ in values)]).encode() + b"\n")
     with pacsv.CSVWriter(f, csv_schema, write_options=options) as w:
         for chunk in _chunks(table):
             ds = chunk.column("ds").cast(pa.timestamp("s")) if whole_seconds else chunk.column("ds")
             ds = pc.strftime(ds, format="%Y-%m-%d %H:%M:%S")
-            w.write_table(pa.table({"unique_id": chunk.column("unique_id"), "ds": ds,
-                                    "y": chunk.column("y")}, schema=csv_schema))
+            w.write_table(chunk.set_column(1, "ds", ds).cast(csv_schema))

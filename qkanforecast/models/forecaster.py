@@ -40,7 +40,8 @@ class Forecaster(nn.Module):
     """A window of past values (and covariates) -> the next ``horizon`` values, in the window's units.
 
     Input ``x [N, X, F]``: channel 0 the (per-series scaled) target, then the covariates of every input
-    step (the calendar when ``config.calendar``); ``future [N, H, C]`` the calendar of every forecast step.
+    step (the calendar when ``config.calendar``, then the exogenous covariates, ``input_size - 1`` of
+    them); ``future [N, H, C]`` the same for every forecast step (the calendar, then ``future_size``).
     With ``norm=window`` the target channel is normalised by the mean and standard deviation of the
     recurrent part of the window and the output mapped back, so the level and scale of a forecast follow
     the recent data. The recurrence reads the last ``recurrent_steps`` steps; the lag values (a day and a
@@ -55,6 +56,7 @@ class Forecaster(nn.Module):
         d, h = config.hidden_size, config.horizon
         assert d is not None  # resolved() fills it in
         c = CALENDAR_SIZE if config.calendar else 0
+        self.n_future = c + config.future_size  # what the decoder reads of every forecast step
         self.n_lags = (3 + int(config.skip_base is Skip.LAST)) if config.uses_lags else 0
         # the head first: checkpoints and seeded runs of earlier versions have it first
         last: nn.Linear
@@ -63,7 +65,7 @@ class Forecaster(nn.Module):
         else:
             self.step_embedding = nn.Parameter(torch.randn(h, _STEP_EMBEDDING) * 0.1)
             self.decoder = nn.Sequential(
-                nn.Linear(d + _STEP_EMBEDDING + c + self.n_lags, config.decoder_size), nn.GELU()
+                nn.Linear(d + _STEP_EMBEDDING + self.n_future + self.n_lags, config.decoder_size), nn.GELU()
             )
             self.out = last = nn.Linear(config.decoder_size, 1)
             self.lag_linear = nn.Linear(self.n_lags, 1, bias=False) if self.n_lags else None
@@ -95,9 +97,10 @@ class Forecaster(nn.Module):
             y = self.head(hidden)  # [N, D] -> [N, H]
         else:
             parts = [hidden[:, None].expand(-1, cfg.horizon, -1), self.step_embedding.expand(n, -1, -1)]
-            if cfg.calendar:
-                if future is None:
-                    raise ValueError("this model needs the calendar of the forecast steps (future)")
+            if self.n_future:
+                if future is None or future.shape[-1] != self.n_future:
+                    raise ValueError(f"this model needs {self.n_future} covariates of every forecast step "
+                                     "(the calendar, then future and static covariates and holidays)")
                 parts.append(future)
             if lags is not None:
                 parts.append(lags)
