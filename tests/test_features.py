@@ -34,3 +34,14 @@ def test_step_times(start: int, stop: int) -> None:
     assert got.shape == (2, stop - start)
     np.testing.assert_array_equal(np.diff(got, axis=1), 600 * 10**9)
     np.testing.assert_array_equal(got[:, -start] if start < 0 else got[:, 0], first)
+
+
+def test_calendar_in_a_time_zone_reads_the_local_wall_clock():
+    # 2024-03-31 is the spring daylight-saving change in Rome: 00:30 UTC is 01:30 local (CET, +1) and
+    # 01:30 UTC is 03:30 local (CEST, +2); 2024-01-01 00:00 UTC is a Monday 01:00 in Rome
+    utc = pd.to_datetime(["2024-03-31 00:30", "2024-03-31 01:30", "2024-01-01 00:00"]).as_unit("ns").asi8
+    local = pd.to_datetime(["2024-03-31 01:30", "2024-03-31 03:30", "2024-01-01 01:00"]).as_unit("ns").asi8
+    np.testing.assert_array_equal(calendar(utc, "Europe/Rome"), calendar(local))
+    assert not np.allclose(calendar(utc, "Europe/Rome"), calendar(utc))
+    tod = np.arctan2(*calendar(utc, "Europe/Rome")[:, :2].T) / (2 * np.pi) % 1 * 24  # hours of the day
+    np.testing.assert_allclose(tod, [1.5, 3.5, 1.0], atol=1e-4)
