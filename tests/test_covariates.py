@@ -111,6 +111,11 @@ def test_covariate_errors_are_one_line(tmp_path, exog_csv):
     bad.write_text("\n".join(text) + "\n")
     message = one_error(run("ingest", bad, "--covariates", "temp", "-o", out))
     assert "column 'temp' line 6: non-numeric value 'warm'" in message and not out.exists()
+    cells[3] = ""  # a gap in the covariate
+    text[5] = ",".join(cells)
+    bad.write_text("\n".join(text) + "\n")
+    message = one_error(run("train", bad, *FAST, "--hist-exog", "temp", "--registry", tmp_path / "r"))
+    assert "covariate column 'temp' of series 'cell0' has 1 missing" in message and "--fill" in message
 
 
 # -- windows -------------------------------------------------------------------------------------------------
