@@ -11,18 +11,35 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
+from qkanforecast.data.table import freq_to_ns
+
 BASELINES = ("naive", "seasonal_naive")  # their names as forecast columns and model rows
 
 
 def season_length(freq: str) -> int:
-    """Steps per day for sub-daily data, 7 (a week) for daily data, else 1 (no season)."""
-    step = pd.Timedelta(pd.tseries.frequencies.to_offset(freq))
+    """Steps per day for sub-daily data, 7 (a week) for daily data, 52 (a year) for weekly data, else 1
+    (no season)."""
+    step = pd.Timedelta(freq_to_ns(freq))
     day = pd.Timedelta("1D")
     if step < day and day % step == pd.Timedelta(0):
         return int(day // step)
     if step == day:
         return 7
+    if step == 7 * day:
+        return 52
     return 1
+
+
+def season_note(freq: str) -> str:
+    """What the season of ``freq`` data is, in words (the seasonal-naive forecast and the model use it)."""
+    season = season_length(freq)
+    step = pd.Timedelta(freq_to_ns(freq))
+    if season == 1:
+        return f"{freq} data has no season: the seasonal-naive forecast is the naive one"
+    span = {7: "a week of days", 52: "a year of weeks (52 weeks, 364 days)"}.get(season, "a day")
+    if step < pd.Timedelta("1D"):
+        span = f"a day of {freq} steps"
+    return f"season: {season} steps, {span}"
 
 
 def naive(values: ArrayLike, first: ArrayLike, horizon: int) -> np.ndarray:

@@ -1,9 +1,11 @@
 """The typed manifest of a registered model version (``manifest.json``), validated on load.
 
-Format 2 is ``to_dict(Manifest)``: the three configurations (``ModelConfig``, ``DataConfig``,
+Format 3 is ``to_dict(Manifest)``: the three configurations (``ModelConfig``, ``DataConfig``,
 ``TrainConfig``) as the run used them, the data schema, the scaler state, the training record and the
-conformal calibration. Format 1 (qkanforecast 0.1, flat constructor arguments and one ``TrainConfig``
-dict) is read and converted; nothing is ever rewritten on disk.
+conformal calibration, the covariates' scaling and the data's time zone (``schema.tz``). Format 2 is
+the same without the last two (read as none and naive data). Format 1
+(qkanforecast 0.1, flat constructor arguments and one ``TrainConfig`` dict) is read and converted;
+nothing is ever rewritten on disk.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from qkanforecast.config import (
 from qkanforecast.covariates import CovariateStats
 from qkanforecast.errors import QKANForecastError
 
-FORMAT_VERSION = 3  # 3: exogenous covariates and holidays (format 2 reads as it is: none of them)
+FORMAT_VERSION = 3  # 3: exogenous covariates, holidays and the data's time zone (format 2 reads as it is)
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class Schema:
     source: str | None = None
     trained_until: str | None = None  # the last timestamp training or validation read
     columns: Columns = dataclasses.field(default_factory=Columns)
+    tz: str | None = None  # the data's zone (Table.tz): timestamps are UTC, outputs use it; None: naive
 
 
 @dataclass(frozen=True)

@@ -32,4 +32,5 @@ def test_seasonal_naive_without_a_season_of_history_is_nan():
 
 def test_season_length():
     assert season_length("10min") == 144 and season_length("h") == 24 and season_length("D") == 7
-    assert season_length("7D") == 1 and season_length("7min") == 1
+    assert season_length("7D") == 52 and season_length("W-SUN") == 52  # weekly data: a year of weeks
+    assert season_length("14D") == 1 and season_length("7min") == 1

@@ -158,7 +158,8 @@ def test_timezones_converted_to_utc() -> None:
     rows = ("2013-10-27T01:00:00+02:00,1", "2013-10-27T02:00:00+02:00,2", "2013-10-27T02:00:00+01:00,3")
     t = read_text(csv(*rows, header="ds,y"))
     assert t.frame["ds"].dt.strftime("%H:%M").tolist() == ["23:00", "00:00", "01:00"]
-    assert t.freq == "h" and "time zones converted to UTC" in t.report["notes"]
+    assert t.freq == "h" and any("time zones converted to UTC" in n for n in t.report["notes"])
+    assert t.tz == "UTC"  # outputs are written in UTC, with the offset
 
 
 def test_parse_fallback_for_non_iso_dates() -> None:
@@ -205,7 +206,8 @@ BAD = [
      "<stdin>: no target column 'y' (columns: ds, value, other); pass --target-col"),
     ("unique_id,ds,y\n,2013-11-01,1\n", {}, "<stdin>: column 'unique_id' line 2: empty series id"),
     ("ds,y\n2013-11-01,1\n2013-11-02,2\n", {"freq": "MS"},
-     "invalid frequency 'MS'; use a fixed step such as 5min, 10min, h or D"),
+     "--freq MS: calendar frequencies (months, quarters, years: MS, ME, QS, YS...) are not supported: "
+     "qkanforecast needs a fixed step such as 10min, h, D or W"),
 ]
 
 

@@ -24,8 +24,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "qkanforecast"
 ALLOWED = {
     "table": set(),
     "formats": set(),
-    "canonical": {"table"},
-    "arrow": {"table", "canonical"},
+    "zones": set(),
+    "canonical": {"table", "zones"},
+    "arrow": {"table", "canonical", "zones"},
     "readers": {"table", "canonical", "arrow", "formats"},
     "writers": {"table", "formats"},
     "report": {"table"},

@@ -147,21 +147,28 @@ class Input:
     wide: bool = False
     freq: str | None = None
     fill: Fill = Fill.NONE
+    tz: str | None = None
 
     def read(
         self, data: str, columns: Columns = _COLUMNS, min_length: int | None = None,
-        covariates: list[str] | tuple[str, ...] = (),
+        covariates: list[str] | tuple[str, ...] = (), quiet: bool = True,
     ) -> Table:
         """Read DATA with these options; column names not given come from ``columns``; ``covariates``
-        are numeric columns kept next to the target."""
+        are numeric columns kept next to the target. Unless ``quiet``, the reader's notes (how the file
+        was read: one series, a detected id column) go to stderr."""
         from qkanforecast.data import IngestOptions, read_table
 
         names = columns.given(self.id_col, self.time_col, self.target_col)
+        named = tuple(k for k in ("id_col", "time_col", "target_col") if getattr(self, k) is not None)
         options = IngestOptions(
             **asdict(names), wide=self.wide, freq=self.freq, fill=self.fill, min_length=min_length,
-            covariates=tuple(covariates),
+            covariates=tuple(covariates), named=named, tz=self.tz,
         )
-        return read_table(data, options)
+        table = read_table(data, options)
+        if not quiet:
+            for note in table.report.get("notes", []):
+                say(f"note: {note}")
+        return table
 
 
 def column_list(text: str | None) -> list[str]:
@@ -193,12 +200,22 @@ _INPUT_OPTIONS = {
     "fill": Annotated[
         Fill, typer.Option("--fill", help="Gaps and NaN: none (stop with an error), ffill, linear, zero.")
     ],
+    "tz": Annotated[
+        str | None,
+        typer.Option(
+            "--tz",
+            help="The data's time zone (e.g. Europe/Rome): naive times are read as its local times (a "
+            "repeated hour in file order, summer time first; a skipped hour is an error) and outputs are "
+            "written in it.  [default: times with a zone are written in UTC; naive times stay naive]",
+            show_default=False,
+        ),
+    ],
 }
 
 
 def with_input(func: F) -> F:
     """Give a command the shared input options: its parameter ``inputs: Input`` becomes the options
-    ``--id-col, --time-col, --target-col, --wide, --freq, --fill`` in the help (before ``-q``), and an
+    ``--id-col, --time-col, --target-col, --wide, --freq, --fill, --tz`` in the help (before ``-q``), and an
     ``Input`` again when the command runs."""
     keyword = inspect.Parameter.KEYWORD_ONLY
     own = [p.replace(kind=keyword) for p in inspect.signature(func, eval_str=True).parameters.values()]

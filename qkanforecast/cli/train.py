@@ -161,7 +161,14 @@ def train(
     columns = (warm.manifest.schema.columns if warm else Columns()).given(
         inputs.id_col, inputs.time_col, inputs.target_col
     )
-    table = inputs.read(data, columns, covariates=settings.data.covariates)
+    table = inputs.read(data, columns, covariates=settings.data.covariates, quiet=quiet)
+    if not quiet and table.step_ns >= 86_400 * 10**9:  # the season of sub-daily data goes without saying
+        from qkanforecast.baselines import season_note
+
+        say(f"note: {season_note(table.freq)}")
+    used = table.report.get("columns") or {}
+    if not used.get("wide") and used.get("time"):  # record the columns read (a detected id column too)
+        columns = Columns(used["id"] or columns.id_col, used["time"], used["target"] or columns.target_col)
     entry = run_training(
         table,
         settings,
@@ -174,5 +181,9 @@ def train(
     )
     if not quiet:
         best = entry.manifest.training
-        say(f"best epoch {best.best_epoch}: val loss {best.val_loss:.4g}; saved {entry.path}")
+        if best.val_windows:
+            say(f"best epoch {best.best_epoch}: val loss {best.val_loss:.4g}; saved {entry.path}")
+        else:
+            say(f"best epoch {best.best_epoch} by the training loss {best.train_loss:.4g} (no validation "
+                f"part); saved {entry.path}")
     typer.echo(entry.ref)

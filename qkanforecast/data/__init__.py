@@ -15,7 +15,9 @@ Policy for problems (``IngestOptions``):
   ``zero``; values before a series' first finite value take that value), or are an error (``none``);
 - unparsable dates, non-numeric ``y``, empty ids or dates, time zones mixed with naive times, numbers in
   the time column, timestamps off the frequency grid and series shorter than ``min_length`` are errors;
-- time-zone-aware times (all of them) are converted to UTC and stored naive.
+- time-zone-aware times (all of them) are converted to UTC and stored naive, and ``Table.tz`` keeps the
+  zone (``UTC`` for bare offsets) that outputs are written in; naive times with ``tz`` (``--tz``) are local
+  times of that zone, converted under ``zones.DST_POLICY``.
 
 Every error is a ``QKANForecastError`` whose one-line message names the file and the column, line or
 series (CSV lines count the header as line 1; Parquet rows count from 1).
@@ -24,6 +26,7 @@ Modules, each importing only those above it (no cycle):
 
 - ``table``: ``Table``, the canonical table as a value type, and ``freq_to_ns``/``ns_to_freq``;
 - ``formats``: which suffix is which ``OutFormat``, the canonical file's metadata key and version;
+- ``zones``: time zones: checking a name, local times to UTC (the DST policy), results in a zone;
 - ``canonical``: ``IngestOptions`` and ``canonicalise`` (the checks and fills above);
 - ``arrow``: Arrow chunks to numpy columns, with the error locations;
 - ``readers``: ``read_table``, ``from_frame``, ``load_canonical``, ``read_metadata``;

@@ -7,7 +7,8 @@ name the file, the column and the CSV line or Parquet row (``Ctx``). Imports ``c
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -17,17 +18,61 @@ import pyarrow.compute as pc
 
 from qkanforecast.data.canonical import IngestOptions, canonicalise
 from qkanforecast.data.table import Table
+from qkanforecast.data.zones import localize
 from qkanforecast.errors import QKANForecastError
 
 _NAN_WORDS = {"", "nan", "na", "n/a", "null", "none", "-nan", "#n/a"}
 _TZ_RE = r"(Z|z|[+-]\d{2}:?\d{2})$"
 
 
-def pick_columns(label: str, names: list[str], options: IngestOptions) -> dict[str, Any]:
-    """Which columns hold the id, the time and the value(s)."""
+CANONICAL = ("unique_id", "ds", "y")  # the columns of the canonical table ingest writes
+_FLAGS = {"id_col": "--id-col", "time_col": "--time-col", "target_col": "--target-col"}
+TextColumns = Callable[[list[str]], list[str]]  # which of these columns hold text (the first rows' types)
+
+
+def text_columns_of(schema: pa.Schema) -> TextColumns:
+    """``TextColumns`` from an Arrow schema: string, large string or dictionary-of-string columns."""
+
+    def text(names: list[str]) -> list[str]:
+        out = []
+        for name in names:
+            typ = schema.field(name).type
+            typ = typ.value_type if pa.types.is_dictionary(typ) else typ
+            if pa.types.is_string(typ) or pa.types.is_large_string(typ):
+                out.append(name)
+        return out
+
+    return text
+
+
+def pick_columns(label: str, names: list[str], options: IngestOptions,
+                 text_columns: TextColumns | None = None) -> dict[str, Any]:
+    """Which columns hold the id, the time and the value(s).
+
+    A repeated column name is an error, and so is a column the user named (``options.named``) that is
+    absent. Names the user did not give (defaults, or a model's recorded names) give way: to the canonical
+    ``unique_id, ds, y`` when the file has those, to the two columns of a bare ``time,value`` file, and
+    for the id to the one text column besides the time and the target (``text_columns`` says which
+    columns hold text; several text columns are an error asking for ``--id-col``). Without any id column
+    the file is one series, and the returned ``note`` says so.
+    """
     listing = ", ".join(names)
-    time_col, target_col = options.time_col, options.target_col
-    if not options.wide and time_col not in names and target_col not in names and len(names) == 2:
+    repeated = [n for n, k in Counter(names).items() if k > 1]
+    if repeated:
+        raise QKANForecastError(
+            f"{label}: column '{repeated[0]}' appears {names.count(repeated[0])} times "
+            f"(columns: {listing}); give every column its own name")
+    given = set(options.named)
+    for key in ("id_col", "time_col", "target_col"):
+        name = getattr(options, key)
+        if key in given and name not in names:
+            raise QKANForecastError(f"{label}: no column '{name}' for {_FLAGS[key]} (columns: {listing})")
+    id_col, time_col, target_col = options.id_col, options.time_col, options.target_col
+    if not options.wide and not given and not {id_col, time_col, target_col} <= set(names) \
+            and set(CANONICAL) <= set(names):
+        id_col, time_col, target_col = CANONICAL  # a canonical table, whatever names a model recorded
+    bare = not given & {"time_col", "target_col"}
+    if not options.wide and bare and time_col not in names and target_col not in names and len(names) == 2:
         time_col, target_col = names  # a bare time,value file
     if time_col not in names:
         raise QKANForecastError(f"{label}: no time column '{time_col}' (columns: {listing}); pass --time-col")
@@ -39,19 +84,30 @@ def pick_columns(label: str, names: list[str], options: IngestOptions) -> dict[s
     if target_col not in names:
         raise QKANForecastError(
             f"{label}: no target column '{target_col}' (columns: {listing}); pass --target-col")
-    id_col = options.id_col if options.id_col in names else None
     for name in options.covariates:
         if name not in names:
             raise QKANForecastError(f"{label}: no covariate column '{name}' (columns: {listing})")
-    return {"id": id_col, "time": time_col, "series": [target_col], "wide": False,
-            "covariates": list(options.covariates)}
+    found = {"time": time_col, "series": [target_col], "wide": False, "covariates": list(options.covariates)}
+    if id_col in names:
+        return {"id": id_col, **found}
+    others = [c for c in names if c not in (time_col, target_col, *options.covariates)]
+    text = text_columns(others) if text_columns is not None and others else []
+    if len(text) > 1:
+        raise QKANForecastError(
+            f"{label}: no id column '{id_col}' and several text columns that could name the series "
+            f"({', '.join(text)}); pass --id-col")
+    if text:
+        note = f"series ids from column '{text[0]}' (there is no column '{id_col}'; --id-col names another)"
+        return {"id": text[0], **found, "note": note}
+    note = f"no id column '{id_col}': the file is read as one series, '{options.series_id or 'series'}'"
+    return {"id": None, **found, "note": note, "unused": others}
 
 
 def from_arrow(label: str, holder: list[pa.Table], options: IngestOptions, unit: str, first: int,
                 columns: dict[str, Any] | None = None) -> Table:
     """Convert the table in ``holder`` (emptied, so that chunks are freed once converted)."""
     table = holder.pop()
-    columns = columns or pick_columns(label, table.column_names, options)
+    columns = columns or pick_columns(label, table.column_names, options, text_columns_of(table.schema))
     batches = table.to_batches()
     del table
 
@@ -69,6 +125,7 @@ class Ctx:
         self.label, self.unit, self.first = label, unit, first
         self.aware: tuple[int, str] | None = None
         self.naive: tuple[int, str] | None = None
+        self.zone: str | None = None  # the zone of a zone-aware timestamp column (Parquet, Arrow)
         self.notes: list[str] = []
 
     def where(self, row: int) -> str:
@@ -82,6 +139,8 @@ def from_batches(label: str, batches: Iterator[Any], options: IngestOptions, uni
                   columns: dict[str, Any]) -> Table:
     """Convert chunks to numpy as they arrive (each chunk can be freed at once), then validate."""
     ctx = Ctx(label, unit, first)
+    if columns.get("note"):
+        ctx.notes.append(columns["note"])
     time_col, series_cols = columns["time"], columns["series"]
     k = len(series_cols)
     parts: dict[str, list[list[np.ndarray]]] = {key: [[] for _ in range(k)] for key in ("codes", "ds", "y")}
@@ -119,14 +178,21 @@ def from_batches(label: str, batches: Iterator[Any], options: IngestOptions, uni
         raise QKANForecastError(
             f"{label}: column '{time_col}' mixes time zones and naive times "
             f"({ctx.where(a)}: '{va}', {ctx.where(b)}: '{vb}')")
+    tz = options.tz
     if ctx.aware:
-        ctx.notes.append("time zones converted to UTC")
+        tz = tz or ctx.zone or "UTC"
+        ctx.notes.append(f"time zones converted to UTC; outputs are written in {tz}, with the offset")
+    elif tz is not None and len(ds):
+        ds = localize(label, codes, ds, tz, lambda i: ctx.where(i % n))
+        ctx.notes.append(
+            f"local times of {tz} converted to UTC; outputs are written in {tz}, with the offset")
     categories = np.array(list(names), dtype=object)
     report = {"source": label, "rows_read": int(n), "columns": {
         "id": columns["id"], "time": time_col, "target": None if columns["wide"] else series_cols[0],
-        "wide": bool(columns["wide"])}}
+        "wide": bool(columns["wide"]), "unused": columns.get("unused", [])}, "tz": tz}
     columns_extra = {name: np.concatenate(extra.pop(name)) if n else np.empty(0) for name in covariates}
-    return canonicalise(label, codes, categories, ds, y, options, report, ctx.notes, columns_extra)
+    return canonicalise(label, codes, categories, ds, y, options, report, ctx.notes, columns_extra, tz=tz,
+                        naive=not ctx.aware and tz is None)
 
 
 def _to_ns(arr: Any, ctx: Ctx, col: str, row0: int) -> np.ndarray:
@@ -139,13 +205,14 @@ def _to_ns(arr: Any, ctx: Ctx, col: str, row0: int) -> np.ndarray:
     if pa.types.is_timestamp(typ):
         if typ.tz is not None and ctx.aware is None:
             ctx.aware = (row0, str(arr[0]))
+            ctx.zone = None if typ.tz.upper() in ("UTC", "Z", "+00:00") else typ.tz
         elif typ.tz is None and ctx.naive is None:
             ctx.naive = (row0, str(arr[0]))
-        return np.asarray(arr.cast(pa.timestamp("ns", tz=typ.tz)).cast(pa.int64()).to_numpy())
+        return _cast_ns(arr, pa.timestamp("ns", tz=typ.tz), ctx, col, row0)
     if pa.types.is_date(typ):
         if ctx.naive is None:
             ctx.naive = (row0, str(arr[0]))
-        return np.asarray(arr.cast(pa.timestamp("ns")).cast(pa.int64()).to_numpy())
+        return _cast_ns(arr, pa.timestamp("ns"), ctx, col, row0)
     if pa.types.is_dictionary(typ):
         arr = arr.cast(typ.value_type)
         typ = arr.type
@@ -170,10 +237,40 @@ def _to_ns(arr: Any, ctx: Ctx, col: str, row0: int) -> np.ndarray:
         parsed = pd.to_datetime(s, errors="coerce", utc=bool(has_tz.any()))
         bad = np.flatnonzero(parsed.isna().to_numpy())
         if len(bad):
-            raise ctx.fail(col, row0 + int(bad[0]), f"cannot parse date '{s.iloc[int(bad[0])]}'") from None
+            value = s.iloc[int(bad[0])]
+            raise ctx.fail(col, row0 + int(bad[0]), f"date '{value}' {_OUT_OF_RANGE}" if _is_date(value)
+                           else f"cannot parse date '{value}'") from None
     if parsed.dt.tz is not None:
         parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
     return parsed.to_numpy(dtype="datetime64[ns]").view(np.int64)
+
+
+_OUT_OF_RANGE = "is outside 1677-09-21 .. 2262-04-11, the dates a nanosecond timestamp holds"
+
+
+def _is_date(value: str) -> bool:
+    """Whether ``value`` is a date pandas reads at a coarser resolution than nanoseconds (out of range)."""
+    try:
+        pd.Timestamp(value)
+    except (ValueError, TypeError, OverflowError):
+        return False
+    return True
+
+
+def _cast_ns(arr: Any, typ: pa.DataType, ctx: Ctx, col: str, row0: int) -> np.ndarray:
+    """A date or timestamp chunk as int64 ns; a value outside the nanosecond range is an error."""
+    try:
+        return np.asarray(arr.cast(typ).cast(pa.int64()).to_numpy())
+    except (pa.ArrowInvalid, OverflowError):
+        pass
+    ns_per = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
+    unit = getattr(arr.type, "unit", "s" if pa.types.is_date32(arr.type) else "ms")
+    per = 86_400 * 10**9 if pa.types.is_date32(arr.type) else ns_per[unit]
+    raw = np.asarray(arr.cast(pa.int32() if pa.types.is_date32(arr.type) else pa.int64()).to_numpy(),
+                     dtype=np.int64)
+    lo, hi = pd.Timestamp.min.value // per + 1, pd.Timestamp.max.value // per
+    i = int(np.argmax((raw < lo) | (raw > hi)))
+    raise ctx.fail(col, row0 + i, f"date '{arr[i]}' {_OUT_OF_RANGE}")
 
 
 def _to_float(arr: Any, ctx: Ctx, col: str, row0: int) -> np.ndarray:

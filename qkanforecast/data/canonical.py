@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 
 from qkanforecast.config import Columns, Fill, OutFormat
-from qkanforecast.data.table import Table, freq_to_ns, ns_to_freq
+from qkanforecast.data.table import CALENDAR_FREQ, Table, freq_to_ns, ns_to_freq, weekday
+from qkanforecast.data.zones import DST_POLICY, check_zone
 from qkanforecast.errors import QKANForecastError
 
 INPUT_FORMATS = (OutFormat.CSV, OutFormat.PARQUET)  # the formats a table can be read from
@@ -24,7 +25,9 @@ class IngestOptions(Columns):
     series of a file without an id column (default: the file stem, or ``series`` for stdin).
     ``input_format`` is ``csv`` or ``parquet`` (default: from the suffix, else sniffed). ``fill`` and
     ``input_format`` accept the Enum members or their strings and are stored as members. ``covariates``
-    are numeric columns kept next to ``y`` (exogenous covariates), under the same checks and fills."""
+    are numeric columns kept next to ``y`` (exogenous covariates), under the same checks and fills.
+    Column fields listed in ``named`` were named by the user and must exist; the others are defaults (a
+    model's recorded names, say) that give way to the canonical names or to a detected id column."""
 
     wide: bool = False
     freq: str | None = None
@@ -33,8 +36,12 @@ class IngestOptions(Columns):
     series_id: str | None = None
     input_format: OutFormat | str | None = None
     covariates: tuple[str, ...] = ()
+    named: tuple[str, ...] = ()  # the column fields the user named (``id_col``...): they must exist
+    tz: str | None = None  # the data's zone: naive times are local times there; outputs are written in it
 
     def __post_init__(self) -> None:
+        if self.tz is not None:
+            check_zone(self.tz)
         object.__setattr__(self, "covariates", tuple(self.covariates))
         if self.covariates and self.wide:
             raise QKANForecastError("covariate columns need a long table (unique_id, ds, y, ...), not --wide")
@@ -63,14 +70,28 @@ def _ts(ns: int | np.integer) -> str:
     return str(pd.Timestamp(int(ns)))
 
 
+_HOUR = 3_600 * 10**9
+_DAY = 24 * _HOUR
+
+
+def _dst_hint(on: bool, at: int, span: int) -> str:
+    """A hint for naive times: an hour (or half an hour) repeated or missing in the small hours, as when the
+    clocks change, may be local times over a daylight-saving change."""
+    if on and span in (_HOUR, _HOUR // 2) and int(at) % _DAY < 4 * _HOUR:
+        return (f"; if these are local times over a daylight-saving change, pass --tz ZONE ({DST_POLICY})")
+    return ""
+
+
 def canonicalise(label: str, codes: np.ndarray, categories: np.ndarray, ds: np.ndarray, y: np.ndarray,
                  options: IngestOptions, report: dict[str, Any] | None = None,
-                 notes: list[str] | None = None, extra: dict[str, np.ndarray] | None = None) -> Table:
+                 notes: list[str] | None = None, extra: dict[str, np.ndarray] | None = None, *,
+                 tz: str | None = None, naive: bool = False) -> Table:
     """Sort, de-duplicate, check the frequency, fill or reject gaps and NaN, build the ``Table``.
 
     ``codes`` index ``categories`` (series names); ``ds`` is int64 ns; ``y`` float64; all ``[rows]``.
     ``extra`` holds the covariate columns (float64 ``[rows]``), which follow ``y`` through every step.
-    The arrays may be modified in place.
+    The arrays may be modified in place. ``tz`` is the table's zone; ``naive`` says the times are naive
+    without a zone, so that duplicates and gaps of an hour name ``--tz`` as a possible cause.
     """
     extra = dict(extra or {})
     report = dict(report or {})
@@ -108,10 +129,17 @@ def canonicalise(label: str, codes: np.ndarray, categories: np.ndarray, ds: np.n
         if conflict.any():
             i = int(dup[np.argmax(conflict)])
             n_conf = int(conflict.sum())
+            read_as = report.get("columns") or {}
+            unused = read_as.get("unused") if read_as.get("id") is None else None
+            hint = (f"; the file has no id column and was read as one series: if one of its other columns "
+                    f"({', '.join(unused)}) tells the series apart, pass it with --id-col") if unused else ""
+            if (same & (d > 0)).any():  # the series' repeated span, if the data has a step
+                in_series = int(np.sum(codes[dup[conflict]] == codes[i]))
+                hint += _dst_hint(naive, int(ds[i]), in_series * int(np.min(d[same & (d > 0)])))
             raise QKANForecastError(
                 f"{label}: series '{cats[codes[i]]}' has {n_conf} duplicate timestamp"
                 f"{'s' if n_conf > 1 else ''} with different values (first: {_ts(ds[i])}, "
-                f"{y[i]:g} and {y[i + 1]:g})")
+                f"{y[i]:g} and {y[i + 1]:g}){hint}")
         keep = np.ones(len(ds), dtype=bool)
         keep[dup + 1] = False
         codes, ds, y = codes[keep], ds[keep], y[keep]
@@ -126,14 +154,22 @@ def canonicalise(label: str, codes: np.ndarray, categories: np.ndarray, ds: np.n
     # rows followed by anything but one step: gaps, or timestamps off the grid
     irregular = np.flatnonzero(d != step)
     irregular = irregular[same[irregular]]
-    del same, d
     jumps = ds[irregular + 1] - ds[irregular]
     off = jumps % step != 0
     if off.any():
         i = int(irregular[np.argmax(off)])
-        raise QKANForecastError(
-            f"{label}: series '{cats[codes[i]]}' timestamp {_ts(ds[i + 1])} is off the {ns_to_freq(step)} "
-            f"grid (previous {_ts(ds[i])}); pass --freq or fix the timestamps")
+        where = (f"{label}: series '{cats[codes[i]]}' timestamp {_ts(ds[i + 1])} is off the "
+                 f"{ns_to_freq(step)} grid (previous {_ts(ds[i])})")
+        if options.freq is not None:
+            data_step = ns_to_freq(int(np.min(d[same & (d > 0)])))
+            raise QKANForecastError(
+                f"{where}: the data's step is {data_step}, not the --freq {options.freq} given; pass --freq "
+                f"{data_step} or leave --freq out")
+        if step >= 28 * _DAY:
+            raise QKANForecastError(f"{where}: this looks like monthly or yearly data; {CALENDAR_FREQ}")
+        raise QKANForecastError(f"{where}; pass --freq or fix the timestamps")
+    del same, d
+    _check_anchor(label, cats, codes, ds, starts, options, tz)
     owner = np.searchsorted(starts, irregular, side="right") - 1
     gaps = np.bincount(owner, weights=jumps // step - 1, minlength=len(starts)).astype(np.int64)
     grid = lengths + gaps
@@ -146,17 +182,19 @@ def canonicalise(label: str, codes: np.ndarray, categories: np.ndarray, ds: np.n
     if (n_gaps or n_bad) and fill is Fill.NONE:
         i = int(np.argmax((gaps > 0) | (bad_per > 0)))
         parts = []
+        hint = ""
         if gaps[i]:
             j = int(irregular[np.argmax(owner == i)])
             parts.append(f"{int(gaps[i])} missing timestamp{'s' if gaps[i] > 1 else ''} "
                          f"(first: {_ts(ds[j] + step)})")
+            hint = _dst_hint(naive, int(ds[j] + step), int(gaps[i]) * step)
         if bad_per[i]:
             j = int(np.argmax(bad[starts[i]:ends[i]]))
             parts.append(f"{int(bad_per[i])} NaN or infinite value{'s' if bad_per[i] > 1 else ''} "
                          f"(first: {_ts(ds[starts[i] + j])})")
         raise QKANForecastError(
             f"{label}: series '{cats[codes[starts[i]]]}' has {' and '.join(parts)}; "
-            "pass --fill ffill, linear or zero")
+            f"pass --fill ffill, linear or zero{hint}")
     problems = np.flatnonzero((gaps > 0) | (bad_per > 0))
     if n_gaps or n_bad:
         if n_gaps:
@@ -168,6 +206,7 @@ def canonicalise(label: str, codes: np.ndarray, categories: np.ndarray, ds: np.n
     del bad
     for name, values in extra.items():
         _check_covariate(label, name, cats, codes, ds, values, starts, ends, fill)
+    _check_magnitude(label, cats, codes, ds, y, starts, lengths)
     if options.min_length is not None:
         short = lengths < options.min_length
         if short.any():
@@ -191,7 +230,48 @@ def canonicalise(label: str, codes: np.ndarray, categories: np.ndarray, ds: np.n
              "nan_or_inf": int(bad_per[i])} for i in problems[:10]],
         "notes": notes + ([f"{n_dup} identical duplicate rows dropped"] if n_dup else []),
     })
-    return Table(frame=frame, freq=freq, report=report, known_offsets=np.append(starts, len(ds)))
+    return Table(frame=frame, freq=freq, report=report, tz=tz, known_offsets=np.append(starts, len(ds)))
+
+
+def _check_anchor(label: str, cats: np.ndarray, codes: np.ndarray, ds: np.ndarray, starts: np.ndarray,
+                  options: IngestOptions, tz: str | None) -> None:
+    """A weekly ``--freq`` anchored on a weekday (``W-SUN``): every series starts on that weekday."""
+    anchor = weekday(options.freq) if options.freq is not None else None
+    if anchor is None:
+        return
+    first = pd.DatetimeIndex(ds[starts].view("datetime64[ns]"))
+    if tz is not None:
+        first = first.tz_localize("UTC").tz_convert(tz)
+    wrong = np.flatnonzero(np.asarray(first.day_of_week) != anchor)
+    if len(wrong):
+        i = int(wrong[0])
+        raise QKANForecastError(
+            f"{label}: series '{cats[codes[starts[i]]]}' starts on a {first[i].day_name()} ({first[i]}), but "
+            f"--freq {options.freq} steps on {_DAYS[anchor]}s; pass --freq "
+            f"W-{_DAYS[int(first[i].day_of_week)][:3].upper()} or 7D")
+
+
+_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_BIG = 1e100  # below this no series of up to 1e100 rows can overflow its mean or variance
+
+
+def _check_magnitude(label: str, cats: np.ndarray, codes: np.ndarray, ds: np.ndarray, y: np.ndarray,
+                     starts: np.ndarray, lengths: np.ndarray) -> None:
+    """Every series must have a finite mean and standard deviation (its scaled values must be finite):
+    a value such as 1e308 would otherwise become an all-NaN forecast. One pass unless values are huge."""
+    if not len(y) or float(np.max(np.abs(y))) < _BIG:
+        return
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = np.add.reduceat(y, starts) / lengths
+        dev = y - np.repeat(mean, lengths)
+        var = np.add.reduceat(dev * dev, starts) / lengths
+    bad = np.flatnonzero(~(np.isfinite(mean) & np.isfinite(var)))
+    if len(bad):
+        s = int(bad[0])
+        j = int(starts[s] + np.argmax(np.abs(y[starts[s]:starts[s] + lengths[s]])))
+        raise QKANForecastError(
+            f"{label}: series '{cats[codes[j]]}' value {y[j]:g} at {_ts(ds[j])} is too large to scale (the "
+            "series' mean or standard deviation overflows); rescale the series, e.g. to other units")
 
 
 def _frequency(label: str, cats: np.ndarray, codes: np.ndarray, d: np.ndarray, same: np.ndarray,

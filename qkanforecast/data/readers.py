@@ -19,7 +19,15 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from qkanforecast.config import OutFormat
-from qkanforecast.data.arrow import Ctx, from_arrow, from_batches, pick_columns, to_codes
+from qkanforecast.data.arrow import (
+    Ctx,
+    TextColumns,
+    from_arrow,
+    from_batches,
+    pick_columns,
+    text_columns_of,
+    to_codes,
+)
 from qkanforecast.data.canonical import IngestOptions
 from qkanforecast.data.formats import FORMAT_VERSION, META_KEY, format_of
 from qkanforecast.data.table import Table
@@ -77,7 +85,7 @@ def _read_csv(label: str, src: Any, options: IngestOptions) -> Table:
         raise QKANForecastError(f"{label}: empty file")
     delimiter = max((",", ";", "\t"), key=first.count)
     header = [c.strip().strip('"') for c in first.split(delimiter)]
-    columns = pick_columns(label, header, options)
+    columns = pick_columns(label, header, options, _sniff_text(head, delimiter))
     types: dict[str, pa.DataType] = {}
     if columns.get("id"):
         types[columns["id"]] = pa.dictionary(pa.int32(), pa.string())
@@ -115,13 +123,29 @@ def _included(columns: dict[str, Any]) -> list[str]:
     return [c for c in named if c]
 
 
+def _sniff_text(head: bytes, delimiter: str) -> TextColumns:
+    """``TextColumns`` from the types Arrow infers for the complete lines of the first block."""
+
+    def text(names: list[str]) -> list[str]:
+        body = head[: head.rfind(b"\n") + 1]
+        try:
+            sample = pacsv.read_csv(pa.BufferReader(body),
+                                    parse_options=pacsv.ParseOptions(delimiter=delimiter),
+                                    convert_options=pacsv.ConvertOptions(include_columns=names))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError):
+            return []
+        return text_columns_of(sample.schema)(names)
+
+    return text
+
+
 def _read_parquet(label: str, src: Any, options: IngestOptions) -> Table:
     try:
         pf = pq.ParquetFile(src)
     except (pa.ArrowInvalid, OSError) as e:
         msg = str(e).strip().splitlines()[0]
         raise QKANForecastError(f"{label}: cannot read as Parquet: {msg}") from None
-    columns = pick_columns(label, pf.schema_arrow.names, options)
+    columns = pick_columns(label, pf.schema_arrow.names, options, text_columns_of(pf.schema_arrow))
     include = _included(columns)
     # read row group by row group; string ids come back dictionary-encoded
     id_col = columns.get("id")
@@ -160,6 +184,7 @@ def load_canonical(path: str | os.PathLike[str]) -> Table:
     if meta.get("format_version", 0) > FORMAT_VERSION:
         raise QKANForecastError(f"{path}: written by a newer qkanforecast (format {meta['format_version']})")
     pf = pq.ParquetFile(path, read_dictionary=["unique_id"])
+    tz = getattr(pf.schema_arrow.field("ds").type, "tz", None)
     n = pf.metadata.num_rows
     covariates = [c for c in pf.schema_arrow.names if c not in ("unique_id", "ds", "y")]
     ds = np.empty(n, np.int64)
@@ -185,8 +210,8 @@ def load_canonical(path: str | os.PathLike[str]) -> Table:
                                                categories=pd.Index(cats, dtype=object)),
         "ds": ds.view("datetime64[ns]"), **values}, copy=False)
     report = {"source": str(path), "rows": n, "series": int(meta["series"]), "freq": meta["freq"],
-              "loaded": "canonical"}
+              "loaded": "canonical", "tz": tz}
     lengths = np.asarray(meta["spans"]["length"], dtype=np.int64)
     known = meta["spans"]["unique_id"] == list(cats) and lengths.sum() == n
-    return Table(frame=frame, freq=meta["freq"], report=report,
+    return Table(frame=frame, freq=meta["freq"], report=report, tz=tz,
                  known_offsets=np.concatenate([[0], np.cumsum(lengths)]) if known else None)

@@ -15,15 +15,29 @@ import pandas as pd
 
 from qkanforecast.errors import QKANForecastError
 
+CALENDAR_FREQ = ("calendar frequencies (months, quarters, years: MS, ME, QS, YS...) are not supported: "
+                 "qkanforecast needs a fixed step such as 10min, h, D or W")
+_WEEK_NS = 7 * 86_400 * 10**9
+
 
 def freq_to_ns(freq: str) -> int:
-    """Length of a fixed frequency (``10min``, ``h``, ``D``...) in nanoseconds."""
+    """Length of a fixed frequency (``10min``, ``h``, ``D``, ``W``...) in nanoseconds.
+
+    Weekly frequencies (``W``, ``W-SUN``...) are a fixed step of 7 days (``weekday`` checks the anchor);
+    month, quarter and year frequencies have no fixed length and are refused, saying so.
+    """
     try:
-        ns = int(pd.Timedelta(pd.tseries.frequencies.to_offset(freq)).value)
+        offset = pd.tseries.frequencies.to_offset(freq)
     except (ValueError, TypeError):
         raise QKANForecastError(
-            f"invalid frequency '{freq}'; use a fixed step such as 5min, 10min, h or D"
+            f"invalid frequency '{freq}'; use a fixed step such as 5min, 10min, h, D or W"
         ) from None
+    if isinstance(offset, pd.offsets.Week) and offset.n >= 1:
+        return int(offset.n) * _WEEK_NS
+    try:
+        ns = int(pd.Timedelta(offset).value)
+    except (ValueError, TypeError):
+        raise QKANForecastError(f"--freq {freq}: {CALENDAR_FREQ}") from None
     if ns <= 0:
         raise QKANForecastError(f"invalid frequency '{freq}'; it must be a positive step")
     return ns
@@ -39,11 +53,25 @@ def ns_to_freq(ns: int) -> str:
     raise AssertionError("unreachable")
 
 
+def weekday(freq: str) -> int | None:
+    """The weekday (Monday 0) a weekly frequency is anchored on (``W-SUN``: 6); None for other steps."""
+    try:
+        offset = pd.tseries.frequencies.to_offset(freq)
+    except (ValueError, TypeError):
+        return None
+    return offset.weekday if isinstance(offset, pd.offsets.Week) else None
+
+
 @dataclass(frozen=True, eq=False)
 class Table:
     """A canonical table: ``frame`` (``unique_id`` categorical, ``ds``, ``y``, then any covariate columns,
-    float64), its ``freq`` and the ingest ``report``. Series ``i`` is
+    float64), its ``freq``, the ingest ``report`` and the data's time zone ``tz``. Series ``i`` is
     ``frame.iloc[offsets[i]:offsets[i + 1]]``.
+
+    ``ds`` is always naive: UTC when ``tz`` is set (an IANA name such as ``Europe/Rome``, or ``UTC`` for
+    input with bare offsets), the input's own times when ``tz`` is None (naive input without ``--tz``).
+    Outputs are written in ``tz`` with its offset (``data.zones.to_zone``); local-time features (the
+    calendar) read ``tz`` to convert.
 
     The arrays below are computed once, here; ``known_offsets`` skips the pass over the ids when the
     builder already has them. A changed table is a new one (``dataclasses.replace(table, frame=...)``).
@@ -52,6 +80,7 @@ class Table:
     frame: pd.DataFrame
     freq: str
     report: dict[str, Any] = field(default_factory=dict)
+    tz: str | None = None
     known_offsets: InitVar[np.ndarray | None] = None
     offsets: np.ndarray = field(init=False, repr=False)  # first row of each series, then the rows: [S + 1]
     ids: list[str] = field(init=False, repr=False)  # series names in table order: [S]

@@ -138,6 +138,9 @@ def _json_lines(frame: pd.DataFrame) -> str:
     for name, col in frame.items():
         if pd.api.types.is_datetime64_any_dtype(col):
             text = col.dt.strftime("%Y-%m-%dT%H:%M:%S.%f").str[:-3]
+            if col.dt.tz is not None:  # ISO 8601 offset, +01:00
+                offset = col.dt.strftime("%z")
+                text = text + offset.str[:3] + ":" + offset.str[3:]
             columns[str(name)] = text.where(col.notna(), None).tolist()
         else:
             columns[str(name)] = [None if isinstance(v, float) and v != v else v for v in col.tolist()]
@@ -162,20 +165,23 @@ def metadata(table: Table) -> dict[str, Any]:
 
 
 def _chunks(table: Table, rows: int = ROW_GROUP_ROWS) -> Iterator[pa.Table]:
+    """The table in chunks of ``rows``; ``ds`` in the table's zone when it has one."""
     frame = table.frame
+    ds_type = pa.timestamp("ns", tz=table.tz)
     cats = pa.array(np.asarray(frame["unique_id"].cat.categories, dtype=object), type=pa.string())
     codes = frame["unique_id"].cat.codes.to_numpy()
     ds = frame["ds"].to_numpy()
     values = {name: frame[name].to_numpy() for name in ("y", *table.covariates)}
     for s in range(0, len(frame), rows):
         yield pa.table({"unique_id": cats.take(pa.array(codes[s:s + rows].astype(np.int32))),
-                        "ds": pa.array(ds[s:s + rows], type=pa.timestamp("ns")),
+                        "ds": pa.array(ds[s:s + rows], type=pa.timestamp("ns")).cast(ds_type),
                         **{name: pa.array(v[s:s + rows], type=pa.float64()) for name, v in values.items()}})
 
 
 def _write(table: Table, f: Any, fmt: OutFormat) -> None:
     values = [(name, pa.float64()) for name in ("y", *table.covariates)]
-    schema = pa.schema([("unique_id", pa.string()), ("ds", pa.timestamp("ns")), *values])
+    ds_type = pa.timestamp("ns", tz=table.tz)  # naive, or UTC instants shown in the table's zone
+    schema = pa.schema([("unique_id", pa.string()), ("ds", ds_type), *values])
     if fmt is OutFormat.PARQUET:
         schema = schema.with_metadata({META_KEY: json.dumps(metadata(table)).encode()})
         with pq.ParquetWriter(f, schema, compression="zstd") as w:
@@ -189,6 +195,9 @@ def _write(table: Table, f: Any, fmt: OutFormat) -> None:
     f.write(",".join(["unique_id", "ds", *(name for name, _ in values)]).encode() + b"\n")
     with pacsv.CSVWriter(f, csv_schema, write_options=options) as w:
         for chunk in _chunks(table):
-            ds = chunk.column("ds").cast(pa.timestamp("s")) if whole_seconds else chunk.column("ds")
-            ds = pc.strftime(ds, format="%Y-%m-%d %H:%M:%S")
+            ds = chunk.column("ds")
+            ds = ds.cast(pa.timestamp("s", tz=table.tz)) if whole_seconds else ds
+            ds = pc.strftime(ds, format="%Y-%m-%d %H:%M:%S%z" if table.tz else "%Y-%m-%d %H:%M:%S")
+            if table.tz:  # +0100 -> +01:00, as pandas writes offsets
+                ds = pc.replace_substring_regex(ds, pattern=r"([+-]\d\d)(\d\d)$", replacement=r"\1:\2")
             w.write_table(chunk.set_column(1, "ds", ds).cast(csv_schema))
