@@ -8,9 +8,11 @@ import numpy as np
 import pandas as pd
 
 from qkanforecast.baselines import BASELINES, naive, season_length, seasonal_naive
+from qkanforecast.checks import skip_short
 from qkanforecast.config import BacktestConfig
 from qkanforecast.covariates import Covariates
 from qkanforecast.data import Table
+from qkanforecast.data.zones import to_zone
 from qkanforecast.forecast import Predictor, raw_covariates, series_arrays
 from qkanforecast.metrics import metrics_table, naive_scale
 
@@ -29,10 +31,8 @@ def backtest(predictor: Predictor, table: Table, config: BacktestConfig = BACKTE
     predictor.check_freq(table)
     horizon, lookback = predictor.horizon, predictor.lookback
     season = season_length(table.freq)
-    need = lookback + horizon + (windows - 1) * step
-    uids, values, stamps = series_arrays(
-        table, need, f"{windows} backtest windows of lookback {lookback} + horizon {horizon}, {step} apart,"
-    )
+    need, what = backtest_need(predictor, config)
+    uids, values, stamps = series_arrays(table, need, what)
     cols: dict[str, list[np.ndarray]] = {
         c: [] for c in ("unique_id", "ds", "cutoff", "y", "model", "naive", "seasonal_naive")
     }
@@ -62,6 +62,15 @@ def backtest(predictor: Predictor, table: Table, config: BacktestConfig = BACKTE
     return frame.sort_values(["unique_id", "cutoff", "ds"], ignore_index=True)
 
 
+def backtest_need(predictor: Predictor, config: BacktestConfig = BACKTEST) -> tuple[int, str]:
+    """The steps a series needs for the backtest of ``config``, and what needs them (for messages)."""
+    step = predictor.horizon if config.step is None else config.step
+    need = predictor.lookback + predictor.horizon + (config.windows - 1) * step
+    what = (f"{config.windows} backtest windows of lookback {predictor.lookback} + horizon "
+            f"{predictor.horizon}, {step} apart,")
+    return need, what
+
+
 def _refit(predictor: Predictor, table: Table, back: int) -> Predictor:
     """Train the registered config afresh on every series without its last ``back`` steps."""
     from qkanforecast.config import Settings
@@ -82,18 +91,29 @@ class Evaluation:
     backtest: pd.DataFrame  # unique_id, ds, cutoff, y, <model>, naive, seasonal_naive
     metrics: pd.DataFrame  # unique_id, model, mae, rmse, mse, smape, mase, r2
     notes: list[str] = field(default_factory=list)  # caveats a user should read next to the numbers
+    skipped: list[str] = field(default_factory=list)  # series too short for the backtest (not strict)
 
 
 def evaluate(
-    predictor: Predictor, table: Table, config: BacktestConfig = BACKTEST, per_series: bool = False
+    predictor: Predictor,
+    table: Table,
+    config: BacktestConfig = BACKTEST,
+    per_series: bool = False,
+    strict: bool = True,
 ) -> Evaluation:
     """The backtest table and its metrics (model, naive, seasonal naive; overall and per series).
 
-    Notes say when backtest targets fall on data the model was trained or validated on.
+    Notes say when backtest targets fall on data the model was trained or validated on. A series too
+    short for the backtest is an error when ``strict``, else it is skipped and named in a note. The
+    backtest's ``ds`` and ``cutoff`` are in the table's zone when it has one.
     """
     trained = set(predictor.entry.manifest.scaler.unique_id)
-    bt = backtest(predictor, table, config)
     notes = []
+    need, what = backtest_need(predictor, config)
+    table, skipped, note = skip_short(table, need, what, strict)
+    if note:
+        notes.append(note)
+    bt = backtest(predictor, table, config)
     trained_until = predictor.entry.manifest.schema.trained_until
     if not config.refit and trained_until is not None:
         seen = bt["unique_id"].isin(trained).to_numpy() & (bt["ds"] <= pd.Timestamp(trained_until)).to_numpy()
@@ -108,4 +128,4 @@ def evaluate(
     for uid, v, s in zip(*series_arrays(table, 1, "scoring"), strict=True):
         scales[uid] = naive_scale(v[s <= first_cut[uid].to_datetime64()], season)
     models = [predictor.column, *BASELINES]
-    return Evaluation(bt, metrics_table(bt, models, scales, per_series), notes)
+    return Evaluation(to_zone(bt, table.tz), metrics_table(bt, models, scales, per_series), notes, skipped)

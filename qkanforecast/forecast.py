@@ -9,10 +9,12 @@ import pandas as pd
 import torch
 from torch import nn
 
+from qkanforecast.checks import check_scaled
 from qkanforecast.config import MAX_STEPS
 from qkanforecast.covariates import Covariates, check_static
 from qkanforecast.data import Table
 from qkanforecast.data.table import freq_to_ns
+from qkanforecast.data.zones import to_zone
 from qkanforecast.errors import QKANForecastError
 from qkanforecast.models import Forecaster, build_model
 from qkanforecast.registry import Entry, Registry
@@ -257,6 +259,8 @@ def forecast(
     Series the model never saw are scaled with statistics of their own history. Returns a long table
     ``unique_id, ds, <model>`` in original units, plus ``<model>-lo-<level>`` and ``<model>-hi-<level>``
     for every split-conformal prediction interval asked for in ``levels`` (within the model's horizon).
+    ``ds`` is in the table's zone when it has one (``Table.tz``). A series shorter than the lookback is
+    an error (``checks.skip_short`` drops such series first).
     """
     predictor.check_freq(table)
     steps = steps or predictor.horizon
@@ -279,6 +283,8 @@ def forecast(
     check_lengths(table, predictor.lookback, f"a lookback of {predictor.lookback}")
     inputs = last_windows(table, predictor.lookback, predictor.scaler)  # fits series never seen in training
     uids = inputs.unique_id
+    check_scaled(table, predictor.scaler, last=predictor.lookback)
+    _check_end(inputs.unique_id, inputs.last_ds, steps, predictor)
     raw = raw_covariates(predictor, table, table.lengths, steps, future)
     scaled = predictor.rollout(inputs.x[:, :, 0].numpy(), inputs.last_ds, steps, raw)  # [S, steps]
     out = {
@@ -293,4 +299,17 @@ def forecast(
         out[f"{predictor.column}-hi-{level}"] = predictor.scaler.inverse_transform(
             scaled + width, uids
         ).reshape(-1)
-    return pd.DataFrame(out)
+    return to_zone(pd.DataFrame(out), table.tz)
+
+
+def _check_end(uids: list[str], last_ds: np.ndarray, steps: int, predictor: Predictor) -> None:
+    """The last forecast date must be a timestamp (at most 2262-04-11), or the dates would wrap round."""
+    if not len(uids):
+        return
+    i = int(np.argmax(last_ds))
+    end = int(last_ds.view(np.int64)[i]) + steps * predictor.step_ns  # a Python int: no overflow
+    if end > pd.Timestamp.max.value:
+        raise QKANForecastError(
+            f"the forecast of series '{uids[i]}' would end after 2262-04-11, the last date a timestamp holds "
+            f"({steps} steps of {predictor.freq} after {pd.Timestamp(last_ds[i])}); forecast fewer steps"
+        )

@@ -11,15 +11,17 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
 from qkanforecast.baselines import season_length
+from qkanforecast.checks import check_scaled
 from qkanforecast.config import (
     ARCHITECTURE,
     INTERVAL_LEVELS,
@@ -36,10 +38,12 @@ from qkanforecast.errors import QKANForecastError
 from qkanforecast.manifest import Calibration, Epoch, Manifest, ScalerState, Schema, Training
 from qkanforecast.models import Forecaster, build_model, count_parameters
 from qkanforecast.registry import Entry, Registry, check_name
-from qkanforecast.windows import SeriesScaler, WindowDataset, make_datasets, split_points
+from qkanforecast.windows import Batch, SeriesScaler, WindowDataset, make_datasets, split_points
 
 INPUTS = ("hist_exog", "futr_exog", "static", "holidays")  # what the network reads: fixed by a checkpoint
-ProgressFn = Callable[[Epoch, int, bool], None]  # (epoch record, total epochs, improved)
+# (epoch record, total epochs, improved, validated: False when there is no validation part and the
+# training loss stands in for it)
+ProgressFn = Callable[[Epoch, int, bool, bool], None]
 
 
 LOSSES: dict[Loss, Callable[..., torch.Tensor]] = {
@@ -49,15 +53,37 @@ LOSSES: dict[Loss, Callable[..., torch.Tensor]] = {
 }
 
 
+def sample_windows(n: int, limit: int, seed: int) -> np.ndarray | None:
+    """A fixed random sample (sorted) of ``limit`` of ``n`` windows, the same for every call with the same
+    arguments, or None (all windows) when ``limit`` is 0 or not below ``n``. Validation and calibration
+    read it under ``max_windows``, so that early stopping compares epochs on the same windows."""
+    if not limit or n <= limit:
+        return None
+    return np.sort(torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:limit].numpy())
+
+
+def _batches(ds: WindowDataset, batch_size: int, index: np.ndarray | None) -> Iterator[Batch]:
+    """Every window of ``ds`` in order, or the windows ``index``."""
+    if index is None:
+        yield from ds.iter_batches(batch_size)
+        return
+    for b in range(0, len(index), batch_size):
+        yield ds.batch(index[b : b + batch_size])
+
+
 @torch.no_grad()
 def evaluate_loss(
-    model: nn.Module, ds: WindowDataset, loss: Loss = Loss.MSE, batch_size: int = 1024
+    model: nn.Module,
+    ds: WindowDataset,
+    loss: Loss = Loss.MSE,
+    batch_size: int = 1024,
+    index: np.ndarray | None = None,
 ) -> float:
-    """The mean ``loss`` over every window of ``ds``."""
+    """The mean ``loss`` over every window of ``ds`` (or over the windows ``index``)."""
     model.eval()
     loss_fn = LOSSES[loss]
     total, count = 0.0, 0
-    for x, future, y in ds.iter_batches(batch_size):
+    for x, future, y in _batches(ds, batch_size, index):
         total += float(loss_fn(model(x, future), y, reduction="sum"))
         count += y.numel()
     return total / max(count, 1)
@@ -74,9 +100,13 @@ def fit(
     last).
 
     ``config.max_windows`` bounds an epoch on a large panel: each epoch trains on a fresh random sample
-    of that many training windows.
+    of that many training windows and validates on one fixed sample of that many validation windows.
+    Without validation windows the training loss chooses the epoch (``progress`` is told so).
+    ``Epoch.windows_per_s`` counts training windows over the training time (validation left out).
     """
     gen = torch.Generator().manual_seed(config.seed)
+    validated = val_ds is not None and len(val_ds) > 0
+    val_index = sample_windows(len(val_ds), config.max_windows, config.seed) if val_ds is not None else None
     loss_fn = LOSSES[config.loss]
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     best, best_state, stale, history = math.inf, copy.deepcopy(model.state_dict()), 0, []
@@ -93,12 +123,13 @@ def fit(
             total += loss.item() * y.numel()
             count += y.numel()
             windows += len(y)
+        trained = time.perf_counter()
         train_loss = total / max(count, 1)
         val_loss = train_loss
-        if val_ds is not None and len(val_ds):
-            val_loss = evaluate_loss(model, val_ds, config.loss)
+        if val_ds is not None and validated:
+            val_loss = evaluate_loss(model, val_ds, config.loss, index=val_index)
         seconds = time.perf_counter() - start
-        record = Epoch(epoch, train_loss, val_loss, seconds, windows / max(seconds, 1e-9))
+        record = Epoch(epoch, train_loss, val_loss, seconds, windows / max(trained - start, 1e-9))
         history.append(record)
         if not math.isfinite(train_loss):
             raise QKANForecastError(f"training diverged at epoch {epoch} (loss {train_loss}); lower --lr")
@@ -108,7 +139,7 @@ def fit(
         else:
             stale += 1
         if progress is not None:
-            progress(record, config.epochs, improved)
+            progress(record, config.epochs, improved, validated)
         if config.patience and stale >= config.patience:
             break
     model.load_state_dict(best_state)
@@ -147,14 +178,18 @@ class Fitted:
 
 
 @torch.no_grad()
-def calibrate(model: nn.Module, val_ds: WindowDataset, batch_size: int = 1024) -> Calibration:
-    """Split-conformal half-widths per horizon step, in scaled units, from absolute validation residuals.
+def calibrate(
+    model: nn.Module, val_ds: WindowDataset, batch_size: int = 1024, index: np.ndarray | None = None
+) -> Calibration:
+    """Split-conformal half-widths per horizon step, in scaled units, from absolute validation residuals
+    (of every window, or of the windows ``index``).
 
     For level a and n residuals the half-width is the ceil((n + 1) a)-th smallest (the largest when n is too
     small). The validation part also chose the epoch, so coverage can fall slightly short of the level.
     """
     model.eval()
-    residuals = torch.cat([(model(x, f) - y).abs() for x, f, y in val_ds.iter_batches(batch_size)])  # [N, H]
+    batches = _batches(val_ds, batch_size, index)
+    residuals = torch.cat([(model(x, f) - y).abs() for x, f, y in batches])  # [N, H]
     ordered, _ = residuals.double().sort(dim=0)
     n = len(ordered)
     widths = []
@@ -221,10 +256,12 @@ def fit_table(
         calendar=settings.model.calendar,
         covariates=Covariates(data, stats),
     )
+    check_scaled(table, scaler)
     model = build_model(settings.model)
     if initial_state is not None:
         model.load_state_dict(initial_state)
     history = fit(model, train_ds, val_ds, settings.train, progress)
+    budget = (settings.train.max_windows, settings.train.seed)  # validation's sample, again for calibration
     last_seen = table.ds_ns[table.offsets[:-1] + train_ds.val_end - 1].max()
     return Fitted(
         settings,
@@ -234,7 +271,9 @@ def fit_table(
         len(train_ds),
         len(val_ds) if val_ds is not None else 0,
         pd.Timestamp(last_seen).isoformat(),
-        calibrate(model, val_ds) if val_ds is not None and len(val_ds) else None,
+        calibrate(model, val_ds, index=sample_windows(len(val_ds), *budget))
+        if val_ds is not None and len(val_ds)
+        else None,
         stats,
     )
 
@@ -279,6 +318,7 @@ def train(
             source=source,
             trained_until=fitted.trained_until,
             columns=columns or Columns(),
+            tz=table.tz,
         ),
         num_parameters=count_parameters(fitted.model),
         scaler=ScalerState(**fitted.scaler.state_dict()),

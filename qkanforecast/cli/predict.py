@@ -38,13 +38,25 @@ Format = Annotated[
 ]
 
 
-def _load(model: str, registry: Path | None, data: str, inputs: Input) -> tuple[Predictor, Table]:
-    """The registered model and the table read with its column names (those given win) and covariates."""
+Strict = Annotated[
+    bool,
+    typer.Option(
+        "--strict",
+        help="Refuse the whole table when a series is too short, instead of skipping it with a note.",
+    ),
+]
+
+
+def _load(
+    model: str, registry: Path | None, data: str, inputs: Input, quiet: bool
+) -> tuple[Predictor, Table]:
+    """The registered model and the table read with its column names (those given win) and covariates;
+    unless ``quiet``, the reader's notes go to stderr."""
     from qkanforecast.forecast import Predictor
 
     predictor = Predictor.load(model, open_registry(registry))
     m = predictor.entry.manifest
-    return predictor, inputs.read(data, m.schema.columns, covariates=m.data.covariates)
+    return predictor, inputs.read(data, m.schema.columns, covariates=m.data.covariates, quiet=quiet)
 
 
 def _read_future(path: str, predictor: Predictor, inputs: Input) -> Table:
@@ -59,7 +71,7 @@ def _read_future(path: str, predictor: Predictor, inputs: Input) -> Table:
     if not futr:
         raise QKANForecastError(f"--futr: {predictor.entry.ref} was trained without future covariates")
     names = m.schema.columns.given(inputs.id_col, inputs.time_col, futr[0])
-    options = IngestOptions(**asdict(names), freq=m.schema.freq, covariates=tuple(futr[1:]))
+    options = IngestOptions(**asdict(names), freq=m.schema.freq, covariates=tuple(futr[1:]), tz=inputs.tz)
     return read_table(path, options)
 
 
@@ -97,20 +109,29 @@ def forecast(
             "columns) for every forecast step."
         ),
     ] = None,
+    strict: Strict = False,
     registry: RegistryOpt = None,
     inputs: Input = INPUT,
     quiet: Quiet = False,
 ) -> None:
     """Forecast the steps after the end of every series of DATA, in original units."""
+    from qkanforecast.checks import skip_short
     from qkanforecast.data import write_frame
     from qkanforecast.forecast import forecast as run_forecast
 
-    predictor, table = _load(model, registry, data, inputs)
+    predictor, table = _load(model, registry, data, inputs, quiet)
+    lookback = predictor.lookback
+    table, skipped, note = skip_short(table, lookback, f"a lookback of {lookback}", strict)
     future = _read_future(futr, predictor, inputs) if futr is not None else None
     frame = run_forecast(predictor, table, steps, level, future)
     write_frame(frame, output, fmt)
-    if not quiet and output != "-":
-        say(f"{len(frame):,} forecasts of {frame['unique_id'].nunique():,} series written to {output}")
+    if not quiet:
+        if note:
+            say(f"note: {note}")
+        if output != "-":
+            also = f"; {len(skipped):,} series skipped (too short)" if skipped else ""
+            series = frame["unique_id"].nunique()
+            say(f"{len(frame):,} forecasts of {series:,} series written to {output}{also}")
 
 
 @app.command(
@@ -134,6 +155,7 @@ def evaluate(
     fmt: Format = None,
     per_series: Annotated[bool, typer.Option("--per-series", help="Also score every series.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON lines.")] = False,
+    strict: Strict = False,
     registry: RegistryOpt = None,
     inputs: Input = INPUT,
     quiet: Quiet = False,
@@ -142,8 +164,8 @@ def evaluate(
     from qkanforecast.data import write_frame
     from qkanforecast.evaluate import evaluate as run_evaluate
 
-    predictor, table = _load(model, registry, data, inputs)
-    result = run_evaluate(predictor, table, BacktestConfig(windows, step, refit), per_series)
+    predictor, table = _load(model, registry, data, inputs, quiet)
+    result = run_evaluate(predictor, table, BacktestConfig(windows, step, refit), per_series, strict)
     backtest = result.backtest
     if output is not None:
         write_frame(backtest, output, fmt)
@@ -151,6 +173,7 @@ def evaluate(
     title = (
         f"{predictor.entry.ref}: {backtest['cutoff'].nunique()} cutoffs, "
         f"{backtest['unique_id'].nunique()} series"
+        + (f", {len(result.skipped)} skipped (too short)" if result.skipped else "")
     )
     show_table(result.metrics, title, console, as_json)
     if not quiet:

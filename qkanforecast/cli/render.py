@@ -36,18 +36,28 @@ def show_table(frame: pd.DataFrame, title: str, console: Console, as_json: bool)
         console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
-def progress_printer() -> Callable[[Epoch, int, bool], None]:
-    """One line per epoch on stderr: losses, speed and the time left at the current pace."""
+NO_VALIDATION = "no validation part: early stopping and the kept epoch use the training loss"
+
+
+def progress_printer() -> Callable[[Epoch, int, bool, bool], None]:
+    """One line per epoch on stderr: losses (``*`` marks the best so far), training windows per second
+    and the time left at the current pace. Without a validation part the line says so instead of showing
+    a validation loss equal to the training loss."""
     elapsed = 0.0
 
-    def show(record: Epoch, total: int, improved: bool) -> None:
+    def show(record: Epoch, total: int, improved: bool, validated: bool = True) -> None:
         nonlocal elapsed
         elapsed += record.seconds
         eta = elapsed / record.epoch * (total - record.epoch)
         mark = "*" if improved else " "
+        losses = (
+            f"train {record.train_loss:.4g}  val {record.val_loss:.4g}{mark}"
+            if validated
+            else f"train {record.train_loss:.4g}{mark} "
+            f"({NO_VALIDATION if record.epoch == 1 else 'no validation'})"
+        )
         say(
-            f"epoch {record.epoch:>3}/{total}  train {record.train_loss:.4g}  "
-            f"val {record.val_loss:.4g}{mark} "
+            f"epoch {record.epoch:>3}/{total}  {losses} "
             f"{record.windows_per_s:,.0f} windows/s  ETA {eta:.0f}s"
         )
 
