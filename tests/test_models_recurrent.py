@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from qkanforecast.config import PLAIN, ConfigError, ModelConfig, QKANSpec
 from qkanforecast.models import (
@@ -91,15 +92,93 @@ def test_gradcheck_fused_scan(cls: type[nn.Module]) -> None:
     assert torch.autograd.gradcheck(lambda x: model(x)[0], (x,))
 
 
-def test_cell_matches_sequence_and_statevector_path() -> None:
+def _daruan_reference(theta: torch.Tensor, u: torch.Tensor, readout: str) -> torch.Tensor:
+    """One edge from its definition, with complex 2x2 matrices: |+>, then RZ(theta_l0) RY(theta_l1) and the
+    data gate RZ(u_l) per block, a final RZ RY block, read out as <Z> (born) or |alpha| - |beta| (fast).
+    theta [r + 1, 2], u [r] -> a scalar (independent of daruan.py's merged real-arithmetic form)."""
+
+    def rz(a: torch.Tensor) -> torch.Tensor:
+        z = torch.zeros((), dtype=torch.complex128)
+        return torch.stack([torch.stack([torch.exp(-0.5j * a), z]), torch.stack([z, torch.exp(0.5j * a)])])
+
+    def ry(a: torch.Tensor) -> torch.Tensor:
+        c, s = torch.cos(a / 2).to(torch.complex128), torch.sin(a / 2).to(torch.complex128)
+        return torch.stack([torch.stack([c, -s]), torch.stack([s, c])])
+
+    state = torch.tensor([1.0, 1.0], dtype=torch.complex128) / math.sqrt(2)
+    reps = theta.shape[0] - 1
+    for layer in range(reps + 1):
+        state = ry(theta[layer, 1]) @ (rz(theta[layer, 0]) @ state)
+        if layer < reps:
+            state = rz(u[layer]) @ state
+    alpha, beta = state.abs()
+    return alpha**2 - beta**2 if readout == "born" else alpha - beta
+
+
+def _qkan_reference(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """y_j = sum_i pw_ji (phi_ji(w_ji x_i + b_ji) + pb_ji) + bw_ji silu(x_i), per edge: [N, I] -> [N, O]."""
+    o, i, r = layer.theta.shape[0], layer.theta.shape[1], layer.theta.shape[2] - 1
+    out = torch.zeros(x.shape[0], o, dtype=F64)
+    for n in range(x.shape[0]):
+        for j in range(o):
+            for k in range(i):
+                w = layer.preact_weight[j, k] if layer.preact_weight is not None else torch.ones(r, dtype=F64)
+                b = layer.preact_bias[j, k] if layer.preact_bias is not None else torch.zeros(r, dtype=F64)
+                phi = _daruan_reference(layer.theta[j, k], w * x[n, k] + b, layer.spec.readout.value)
+                if layer.postact_weight is not None:
+                    phi = layer.postact_weight[j, k] * (phi + layer.postact_bias[j, k])
+                base = layer.base_weight[j, k] * F.silu(x[n, k]) if layer.base_weight is not None else 0.0
+                out[n, j] += phi + base
+    return out
+
+
+def _lstm_reference(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    i, f, g, o = gates.chunk(4, dim=-1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
+def _cell_reference(
+    cell: nn.Module, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    """One step of a QKAN-LSTM or HQKAN-LSTM cell from the paper's equations."""
+    xh = torch.cat([x, h], dim=-1)
+    if isinstance(cell, QKANLSTMCell):
+        gates = _qkan_reference(cell.layer, xh) + (cell.bias if cell.bias is not None else 0.0)
+    else:
+        gates = cell.decoder(_qkan_reference(cell.latent, cell.encoder(xh)))
+    return _lstm_reference(gates, c)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: QKANLSTMCell(2, 3, spec=QKANSpec(reps=2, preact_trainable=True, postact_trainable=True)),
+        lambda: QKANLSTMCell(2, 3, spec=QKANSpec(reps=2, readout="fast")),  # spectral solver, fused scan
+        lambda: QKANLSTMCell(2, 3, spec=QKANSpec(reps=3)),
+        lambda: HQKANLSTMCell(2, 3, spec=QKANSpec(reps=2)),
+    ],
+    ids=["statevector", "spectral-fast", "spectral-born", "hqkan"],
+)
+def test_cell_matches_sequence_and_statevector_path(make) -> None:
     torch.manual_seed(2)
-    statevector = QKANLSTMCell(2, 3, spec=QKANSpec(preact_trainable=True))
-    for cell in (statevector.double(), HQKANLSTMCell(2, 3).double()):
-        x = torch.randn(4, 2, dtype=F64)
-        h, c = cell(x)
-        assert h.shape == c.shape == (4, 3)
-        h1, c1 = cell(x[0])
-        torch.testing.assert_close(h1, h[0])
+    cell = make().double()
+    for p in cell.parameters():
+        p.add_(0.5 * torch.randn_like(p))  # away from the initial values (zero biases, unit weights)
+    x = torch.randn(3, 4, 2, dtype=F64)  # [N, L, F]
+    h0, c0 = torch.randn(3, 3, dtype=F64), torch.randn(3, 3, dtype=F64)
+    h, c, expected = h0, c0, []
+    for t in range(4):  # the reference, step by step
+        h, c = _cell_reference(cell, x[:, t], h, c)
+        expected.append(h)
+    h1, c1 = cell(x[:, 0], (h0, c0))  # one step, like nn.LSTMCell
+    torch.testing.assert_close(h1, expected[0], atol=1e-12, rtol=0)
+    out, hn, cn = cell.scan(x, h0, c0)  # the whole sequence (fused where the solver is spectral)
+    torch.testing.assert_close(out, torch.stack(expected, dim=1), atol=1e-12, rtol=0)
+    torch.testing.assert_close((hn, cn), (h, c), atol=1e-12, rtol=0)
+    unbatched = cell(x[0, 0], (h0[0], c0[0]))[0]
+    torch.testing.assert_close(unbatched, expected[0][0], atol=1e-12, rtol=0)
 
 
 @pytest.mark.parametrize("cls", [QKANLSTM, HQKANLSTM])

@@ -91,14 +91,28 @@ def test_backtest_rows_and_baselines_by_hand(table, tmp_path):
     np.testing.assert_allclose(last["lstm"].to_numpy(), direct, rtol=1e-6)
 
 
-def test_refit_backtest_trains_without_the_future(table, tmp_path):
+def test_refit_backtest_trains_without_the_future(table, tmp_path, monkeypatch):
+    import qkanforecast.train as training
+
     registry = Registry(tmp_path)
     entry = train(table, config(model="lstm", **SMALL), registry=registry)
     p = Predictor.load(entry.ref, registry)
+    fitted_on = []  # the last timestamp of every series each refit trained on
+    real_fit_table = training.fit_table
+
+    def spy(cut, settings, **kwargs):
+        fitted_on.append({u: cut.series(u)["ds"].max() for u in cut.ids})
+        return real_fit_table(cut, settings, **kwargs)
+
+    monkeypatch.setattr(training, "fit_table", spy)
     result = evaluate(p, table, BacktestConfig(windows=2, step=1, refit=True))
     assert len(result.backtest) == 2 * 2
     assert set(result.metrics["model"]) == {"lstm", "naive", "seasonal_naive"}
     assert result.notes == []
+    cutoffs = result.backtest.groupby("unique_id")["cutoff"].unique()
+    assert len(fitted_on) == 2  # one refit per window, in cutoff order, each ending at that window's cutoff
+    for k, ends in enumerate(fitted_on):
+        assert ends == {u: pd.Timestamp(sorted(cutoffs[u])[k]) for u in table.ids}
 
 
 def test_evaluate_notes_targets_the_model_was_trained_on(table, tmp_path):
@@ -116,15 +130,27 @@ def test_evaluate_notes_targets_the_model_was_trained_on(table, tmp_path):
     assert result.notes == []
 
 
-def test_max_windows_samples_each_epoch(table, tmp_path):
+def test_max_windows_samples_each_epoch(table, tmp_path, monkeypatch):
+    seen: list[np.ndarray] = []  # the training windows of each batch, as (series, position) pairs
+    real_batch = WindowDataset.batch
+
+    def spy(self, index):
+        if self.part == "train":
+            s, t = self.locate(np.atleast_1d(np.asarray(index)))
+            seen.append(s * 10_000 + t)
+        return real_batch(self, index)
+
+    monkeypatch.setattr(WindowDataset, "batch", spy)
     registry = Registry(tmp_path)
-    entry = train(table, config(model="lstm", max_windows=100, **SMALL), registry=registry)
+    settings = config(model="lstm", max_windows=100, **{**SMALL, "epochs": 3, "batch_size": 30})
+    entry = train(table, settings, registry=registry)
     assert entry.manifest.train.max_windows == 100
     assert entry.manifest.training.train_windows > 100  # the dataset is larger than the sample
-    ds = WindowDataset(table, 16, part="train", val_size=0.1)
-    gen = torch.Generator().manual_seed(0)
-    drawn = torch.cat([y for _, _, y in ds.iter_batches(64, shuffle=True, generator=gen, limit=100)])
-    assert drawn.shape == (100, 1)
+    assert len(entry.manifest.history) == 3
+    sizes = [len(b) for b in seen]
+    assert sizes == [30, 30, 30, 10] * 3  # 100 windows an epoch, in batches of 30
+    epochs = [set(np.concatenate(seen[4 * e : 4 * e + 4]).tolist()) for e in range(3)]
+    assert all(len(e) == 100 for e in epochs) and epochs[0] != epochs[1] != epochs[2]  # a fresh sample each
     with pytest.raises(QKANForecastError, match="max_windows must be at least 0, got -1"):
         config(max_windows=-1)
 
