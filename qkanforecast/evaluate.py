@@ -118,8 +118,9 @@ def evaluate(
     if not config.refit and trained_until is not None:
         seen = bt["unique_id"].isin(trained).to_numpy() & (bt["ds"] <= pd.Timestamp(trained_until)).to_numpy()
         if seen.any():
+            until = f"{trained_until} UTC" if table.tz else trained_until  # the manifest keeps UTC
             notes.append(
-                f"{int(seen.sum())} of {len(bt)} backtest targets are on or before {trained_until}, data the "
+                f"{int(seen.sum())} of {len(bt)} backtest targets are on or before {until}, data the "
                 f"model was trained or validated on; train with --test-size for an out-of-sample backtest"
             )
     season = season_length(table.freq)

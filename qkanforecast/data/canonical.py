@@ -259,7 +259,7 @@ def _check_magnitude(label: str, cats: np.ndarray, codes: np.ndarray, ds: np.nda
                      starts: np.ndarray, lengths: np.ndarray) -> None:
     """Every series must have a finite mean and standard deviation (its scaled values must be finite):
     a value such as 1e308 would otherwise become an all-NaN forecast. One pass unless values are huge."""
-    if not len(y) or float(np.max(np.abs(y))) < _BIG:
+    if not len(y) or max(float(y.max()), -float(y.min())) < _BIG:  # no temporary array: panels are large
         return
     with np.errstate(over="ignore", invalid="ignore"):
         mean = np.add.reduceat(y, starts) / lengths
