@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
-from qkanforecast.baselines import BASELINES, naive, season_length, seasonal_naive
+from qkanforecast.baselines import BASELINES, naive, season_length, season_note, seasonal_naive
 from qkanforecast.checks import skip_short
 from qkanforecast.config import BacktestConfig
 from qkanforecast.covariates import Covariates
@@ -124,6 +124,8 @@ def evaluate(
                 f"model was trained or validated on; train with --test-size for an out-of-sample backtest"
             )
     season = season_length(table.freq)
+    if table.step_ns >= 86_400 * 10**9:  # the season of daily and weekly data is a choice: say which
+        notes.append(season_note(table.freq))
     first_cut = bt.groupby("unique_id", sort=False)["cutoff"].min()
     scales = {}
     for uid, v, s in zip(*series_arrays(table, 1, "scoring"), strict=True):

@@ -231,6 +231,15 @@ def test_item_12_local_naive_times_over_a_dst_change_need_tz(tmp_path):
         f"Error: {spring}: line 3: local time 2024-03-31 02:30:00 does not exist in "
         "Europe/Rome (the clocks went forward)"
     )
+    daily = tmp_path / "daily.csv"
+    pd.DataFrame({"ds": pd.date_range("2024-03-25", periods=14, freq="D"), "y": np.arange(14.0)}).to_csv(
+        daily, index=False
+    )
+    assert run("ingest", daily, "-q").exit_code == 0  # naive dates are days, whatever the clocks do
+    assert error_line(run("ingest", daily, "--tz", "Europe/Rome")).endswith(
+        "in Europe/Rome a day is not a fixed step in UTC across daylight-saving changes; read daily dates "
+        "without a zone (leave out --tz, or write them without an offset)"
+    )
     assert error_line(run("ingest", spring, "--tz", "Mars/Olympus")) == (
         "Error: unknown time zone 'Mars/Olympus'; use an IANA name such as Europe/Rome, America/New_York "
         "or UTC"
@@ -452,6 +461,9 @@ def test_item_23_calendar_frequencies_said_plainly_and_weekly_season_stated(tmp_
     assert "note: season: 52 steps, a year of weeks (52 weeks, 364 days)\n" in result.stderr
     manifest = json.loads((tmp_path / "reg" / "lstm" / "v1" / "manifest.json").read_text())
     assert manifest["model"]["season"] == 52
+    result = run("evaluate", weekly, "-m", "lstm", "--registry", tmp_path / "reg", "--windows", "2")
+    assert result.exit_code == 0, result.stderr
+    assert "note: season: 52 steps, a year of weeks (52 weeks, 364 days)\n" in result.stderr
 
 
 def test_item_25_without_validation_the_progress_line_says_so(tmp_path):

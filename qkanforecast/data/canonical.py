@@ -66,8 +66,10 @@ class IngestOptions(Columns):
             freq_to_ns(self.freq)
 
 
-def _ts(ns: int | np.integer) -> str:
-    return str(pd.Timestamp(int(ns)))
+def _ts(ns: int | np.integer, tz: str | None = None) -> str:
+    """A timestamp for a message or the report (in ``tz``, with its offset, when given)."""
+    t = pd.Timestamp(int(ns))
+    return str(t if tz is None else t.tz_localize("UTC").tz_convert(tz))
 
 
 _HOUR = 3_600 * 10**9
@@ -138,7 +140,7 @@ def canonicalise(label: str, codes: np.ndarray, categories: np.ndarray, ds: np.n
                 hint += _dst_hint(naive, int(ds[i]), in_series * int(np.min(d[same & (d > 0)])))
             raise QKANForecastError(
                 f"{label}: series '{cats[codes[i]]}' has {n_conf} duplicate timestamp"
-                f"{'s' if n_conf > 1 else ''} with different values (first: {_ts(ds[i])}, "
+                f"{'s' if n_conf > 1 else ''} with different values (first: {_ts(ds[i], tz)}, "
                 f"{y[i]:g} and {y[i + 1]:g}){hint}")
         keep = np.ones(len(ds), dtype=bool)
         keep[dup + 1] = False
@@ -158,8 +160,8 @@ def canonicalise(label: str, codes: np.ndarray, categories: np.ndarray, ds: np.n
     off = jumps % step != 0
     if off.any():
         i = int(irregular[np.argmax(off)])
-        where = (f"{label}: series '{cats[codes[i]]}' timestamp {_ts(ds[i + 1])} is off the "
-                 f"{ns_to_freq(step)} grid (previous {_ts(ds[i])})")
+        where = (f"{label}: series '{cats[codes[i]]}' timestamp {_ts(ds[i + 1], tz)} is off the "
+                 f"{ns_to_freq(step)} grid (previous {_ts(ds[i], tz)})")
         if options.freq is not None:
             data_step = ns_to_freq(int(np.min(d[same & (d > 0)])))
             raise QKANForecastError(
@@ -167,6 +169,10 @@ def canonicalise(label: str, codes: np.ndarray, categories: np.ndarray, ds: np.n
                 f"{data_step} or leave --freq out")
         if step >= 28 * _DAY:
             raise QKANForecastError(f"{where}: this looks like monthly or yearly data; {CALENDAR_FREQ}")
+        if tz is not None and step >= _DAY - _HOUR:  # 23 h: a day that lost its hour to summer time
+            raise QKANForecastError(
+                f"{where}: in {tz} a day is not a fixed step in UTC across daylight-saving changes; read "
+                "daily dates without a zone (leave out --tz, or write them without an offset)")
         raise QKANForecastError(f"{where}; pass --freq or fix the timestamps")
     del same, d
     _check_anchor(label, cats, codes, ds, starts, options, tz)
@@ -186,12 +192,12 @@ def canonicalise(label: str, codes: np.ndarray, categories: np.ndarray, ds: np.n
         if gaps[i]:
             j = int(irregular[np.argmax(owner == i)])
             parts.append(f"{int(gaps[i])} missing timestamp{'s' if gaps[i] > 1 else ''} "
-                         f"(first: {_ts(ds[j] + step)})")
+                         f"(first: {_ts(ds[j] + step, tz)})")
             hint = _dst_hint(naive, int(ds[j] + step), int(gaps[i]) * step)
         if bad_per[i]:
             j = int(np.argmax(bad[starts[i]:ends[i]]))
             parts.append(f"{int(bad_per[i])} NaN or infinite value{'s' if bad_per[i] > 1 else ''} "
-                         f"(first: {_ts(ds[starts[i] + j])})")
+                         f"(first: {_ts(ds[starts[i] + j], tz)})")
         raise QKANForecastError(
             f"{label}: series '{cats[codes[starts[i]]]}' has {' and '.join(parts)}; "
             f"pass --fill ffill, linear or zero{hint}")
@@ -220,7 +226,7 @@ def canonicalise(label: str, codes: np.ndarray, categories: np.ndarray, ds: np.n
     freq = ns_to_freq(step)
     report.update({
         "rows": int(len(frame)), "series": int(len(starts)), "freq": freq, "freq_inferred": inferred,
-        "start": _ts(ds.min()), "end": _ts(ds.max()),
+        "start": _ts(ds.min(), tz), "end": _ts(ds.max(), tz),
         "min_length": int(lengths.min()), "max_length": int(lengths.max()),
         "sorted_input": in_order, "duplicates_dropped": n_dup, "fill": fill.value,
         "missing_timestamps_filled": n_gaps, "nan_filled": n_bad - n_inf, "inf_filled": n_inf,
