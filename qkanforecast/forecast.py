@@ -130,7 +130,7 @@ class Predictor:
         """One horizon after scaled float32 windows ``[n, L]`` whose first target falls at ``first``."""
         calendar = self.model.config.calendar
         past, future = window_calendar(first, self.step_ns, self.lookback, self.horizon, calendar,
-                                       self.covariates, raw)
+                                       self.covariates, raw, self.entry.manifest.schema.tz)
         x = torch.cat([torch.from_numpy(np.ascontiguousarray(window)[:, :, None]), past], dim=-1)
         return self.model(x, future).numpy()
 

@@ -31,7 +31,7 @@ from qkanforecast.config import Scaler
 from qkanforecast.covariates import Covariates
 from qkanforecast.data import Table
 from qkanforecast.errors import QKANForecastError
-from qkanforecast.features import calendar, step_times
+from qkanforecast.features import calendar, local_time, step_times
 
 SCALERS = tuple(k.value for k in Scaler)
 PARTS = ("train", "val", "test")
@@ -218,16 +218,18 @@ class RawCovariates:
 
 def window_calendar(first_target: np.ndarray, step_ns: int, lookback: int, horizon: int,
                     on: bool = True, covariates: Covariates | None = None,
-                    raw: RawCovariates | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                    raw: RawCovariates | None = None, tz: str | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """What a model reads besides the target at the input steps ``[N, L, C + P]`` and at the forecast
     steps ``[N, H, C + F]`` of windows whose first target falls at ``first_target`` (int64 ns): the
-    calendar (C = 0 when not ``on``), then the covariates (P = F = 0 without ``covariates``)."""
+    calendar (C = 0 when not ``on``), then the covariates (P = F = 0 without ``covariates``). With ``tz``
+    the timestamps are UTC and the calendar and holidays read that zone's wall clock."""
     n = len(first_target)
     past, future = [torch.zeros(n, lookback, 0)], [torch.zeros(n, horizon, 0)]
     extra = covariates is not None and covariates.any
     if not (on or extra):
         return past[0], future[0]
-    times = step_times(first_target, step_ns, -lookback, horizon)  # [N, L + H]
+    times = local_time(step_times(first_target, step_ns, -lookback, horizon), tz)  # [N, L + H]
     if on:
         cal = torch.from_numpy(calendar(times))
         past.append(cal[:, :lookback])
@@ -330,7 +332,8 @@ class WindowDataset(Dataset[Batch]):
         w = ((w - self._loc[st, None]) / self._scale[st, None]).to(torch.float32)
         x, y = w[:, :self.lookback, None], w[:, self.lookback:]
         past, future = window_calendar(self.table.ds_ns[first], self.table.step_ns, self.lookback,
-                                       self.horizon, self.calendar, self.covariates, self._raw(s, first))
+                                       self.horizon, self.calendar, self.covariates, self._raw(s, first),
+                                       self.table.tz)
         return torch.cat([x, past], dim=-1), future, y
 
     def _raw(self, s: np.ndarray, first: np.ndarray) -> RawCovariates | None:

@@ -11,13 +11,16 @@ from conftest import sine_panel
 from typer.testing import CliRunner
 
 from qkanforecast.cli import app
-from qkanforecast.config import DataConfig
+from qkanforecast.config import DataConfig, Settings
 from qkanforecast.covariates import Covariates, fit_stats, holiday_flags, read_holidays
 from qkanforecast.data import IngestOptions, from_frame, load_canonical, read_table, write_table
 from qkanforecast.errors import QKANForecastError
+from qkanforecast.features import calendar
 from qkanforecast.forecast import Predictor
+from qkanforecast.forecast import forecast as forecast_table
 from qkanforecast.registry import Registry
-from qkanforecast.windows import make_datasets
+from qkanforecast.train import train as train_model
+from qkanforecast.windows import WindowDataset, make_datasets
 
 FAST = ["--lookback", "16", "--hidden-size", "4", "--epochs", "2", "--batch-size", "64", "--reps", "1",
         "--horizon", "3"]
@@ -266,3 +269,26 @@ def test_model_input_width_follows_the_covariates(exog_csv, registry, tmp_path):
     x = torch.zeros(1, 16, 1 + 4 + 2)
     with pytest.raises(ValueError, match="covariates of every forecast step"):
         predictor.model(x, torch.zeros(1, 3, 4))
+
+
+def test_zoned_data_reads_the_local_calendar_in_training_and_forecasts(tmp_path):
+    frame = sine_panel(1, 300)
+    frame["ds"] = frame["ds"].dt.tz_localize("Europe/Rome")  # 00:00 local is 23:00 UTC
+    table = from_frame(frame)
+    assert table.tz == "Europe/Rome"
+    local = frame["ds"].dt.tz_localize(None).to_numpy().astype("datetime64[ns]").view(np.int64)
+    x, future, _ = WindowDataset(table, 16, 3, calendar=True).batch([0])
+    np.testing.assert_allclose(x[0, :, 1:5].numpy(), calendar(local[:16]), atol=1e-6)
+    np.testing.assert_allclose(future[0].numpy(), calendar(local[16:19]), atol=1e-6)
+
+    registry = Registry(tmp_path)
+    settings = Settings().updated(dict(model="lstm", horizon=3, lookback=16, hidden_size=4, epochs=1))
+    entry = train_model(table, settings, registry=registry)
+    assert entry.manifest.schema.tz == "Europe/Rome"
+    p = Predictor.load(entry.ref, registry)
+    got = forecast_table(p, table)["lstm"].to_numpy()
+    times = local[-1] + 600 * 10**9 * np.arange(-15, 4)  # the 16 inputs and the 3 forecast steps, local
+    window = torch.tensor(p.scaler.transform(table.values[-16:], "cell0"), dtype=torch.float32)[None, :, None]
+    x = torch.cat([window, torch.from_numpy(calendar(times[:16]))[None]], dim=-1)
+    expected = p.model(x, torch.from_numpy(calendar(times[16:]))[None]).detach().numpy()[0].astype(np.float64)
+    np.testing.assert_allclose(got, p.scaler.inverse_transform(expected, "cell0"), rtol=1e-6)
