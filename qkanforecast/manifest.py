@@ -102,6 +102,21 @@ class Training:
 
 
 @dataclass(frozen=True)
+class InputRanges:
+    """The range each recurrent layer's QKAN inputs took on a sample of training windows: the x-axis of
+    the activation plots (``qkanforecast plot activations``), so that they show the part of every edge
+    function the model used. ``low``/``high``: ``[layers][QKAN inputs]``."""
+
+    windows: int
+    low: list[list[float]]
+    high: list[list[float]]
+
+    def __post_init__(self) -> None:
+        if [len(r) for r in self.low] != [len(r) for r in self.high]:
+            raise QKANForecastError("input ranges: low and high differ in shape")
+
+
+@dataclass(frozen=True)
 class Weights:
     file: str
     sha256: str
@@ -122,6 +137,7 @@ class Manifest:
     history: list[Epoch]
     calibration: Calibration | None = None
     covariates: CovariateStats | None = None  # the scaling of the exogenous covariates (if any)
+    input_ranges: InputRanges | None = None  # QKAN families; older manifests have none
     weights: Weights | None = None  # set by the registry when it publishes
     created: str = ""
     qkanforecast_version: str = ""

@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from qkanforecast.activations import input_ranges
 from qkanforecast.baselines import season_length
 from qkanforecast.checks import check_scaled
 from qkanforecast.config import (
@@ -35,7 +36,7 @@ from qkanforecast.covariates import Covariates, CovariateStats, fit_stats
 from qkanforecast.covariates import sizes as covariate_sizes
 from qkanforecast.data import Table
 from qkanforecast.errors import QKANForecastError
-from qkanforecast.manifest import Calibration, Epoch, Manifest, ScalerState, Schema, Training
+from qkanforecast.manifest import Calibration, Epoch, InputRanges, Manifest, ScalerState, Schema, Training
 from qkanforecast.models import Forecaster, build_model, count_parameters
 from qkanforecast.registry import Entry, Registry, check_name
 from qkanforecast.windows import Batch, SeriesScaler, WindowDataset, make_datasets, split_points
@@ -175,6 +176,7 @@ class Fitted:
     trained_until: str  # the last timestamp training or validation read, over all series
     calibration: Calibration | None = None  # conformal half-widths from validation residuals
     covariates: CovariateStats | None = None  # the scaling of the exogenous covariates
+    input_ranges: InputRanges | None = None  # what the QKAN layers met in training (activation plots)
 
 
 @torch.no_grad()
@@ -275,6 +277,7 @@ def fit_table(
         if val_ds is not None and len(val_ds)
         else None,
         stats,
+        input_ranges(model, train_ds, seed=settings.train.seed),
     )
 
 
@@ -334,5 +337,6 @@ def train(
         history=fitted.history,
         calibration=fitted.calibration,
         covariates=fitted.covariates,
+        input_ranges=fitted.input_ranges,
     )
     return registry.publish(name, fitted.model.state_dict(), manifest)
