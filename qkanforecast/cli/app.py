@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 
 from qkanforecast import __version__
+from qkanforecast.cli.jobfile import load as load_job_file
 from qkanforecast.config import Columns, ConfigError, Fill
 from qkanforecast.errors import QKANForecastError
 
@@ -44,7 +45,83 @@ def shown(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-app = typer.Typer(
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def say(message: str) -> None:
+    """One line on stderr, printed as is."""
+    err.print(message, markup=False, highlight=False, soft_wrap=True)
+
+
+class App(typer.Typer):
+    """A ``typer.Typer`` whose every command also takes ``--config FILE``, a TOML job file with the command's
+    options in its own table (``cli/jobfile.py``); options given on the command line win."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[F], F]:
+        register = super().command(*args, **kwargs)
+
+        def decorator(func: F) -> F:
+            register(with_config(func))
+            return func
+
+        return decorator
+
+
+def _read_job_file(ctx: typer.Context, value: Path | None) -> Path | None:
+    """``--config``'s callback: eager, so it runs before the other options are read, and fills the
+    command's ``default_map`` (Click's defaults by parameter name) from the file's table for it."""
+    if value is None or ctx.resilient_parsing:
+        return value
+    names = []
+    node: Any = ctx
+    while node.parent is not None:
+        names.append(node.info_name)
+        node = node.parent
+    try:
+        defaults = load_job_file(value, node.command, names[::-1], ctx)
+    except QKANForecastError as exc:
+        say(f"Error: {exc}")
+        raise typer.Exit(1) from None
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    return value
+
+
+_CONFIG = inspect.Parameter(
+    "config",
+    inspect.Parameter.KEYWORD_ONLY,
+    default=None,
+    annotation=Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            is_eager=True,
+            callback=_read_job_file,
+            metavar="FILE",
+            help="TOML job file: this command's options in its table ([train], [plot.forecast], ...); "
+            "options given on the command line win.",
+            show_default=False,
+        ),
+    ],
+)
+
+
+def with_config(func: F) -> F:
+    """Give a command the option ``--config FILE`` (last in its help); the command itself never sees it."""
+    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+              for p in inspect.signature(func, eval_str=True).parameters.values()]
+
+    @functools.wraps(func)
+    def wrapper(**kwargs: Any) -> Any:
+        kwargs.pop("config", None)
+        return func(**kwargs)
+
+    del wrapper.__wrapped__  # type: ignore[attr-defined]  # typer must read the new signature, not func's
+    wrapper.__signature__ = inspect.Signature([*params, _CONFIG])  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in [*params, _CONFIG]}
+    return wrapper  # type: ignore[return-value]
+
+
+app = App(
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
     add_completion=False,
@@ -52,20 +129,13 @@ app = typer.Typer(
     help="Forecast telecom time series with QKAN-LSTM, HQKAN-LSTM and LSTM models.",
     epilog=example("qkanforecast train data.csv && qkanforecast forecast data.csv --model qkan-lstm"),
 )
-models_app = typer.Typer(
+models_app = App(
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
     help="List, inspect and remove registered models.",
     epilog=example("qkanforecast models list"),
 )
 app.add_typer(models_app, name="models")
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def say(message: str) -> None:
-    """One line on stderr, printed as is."""
-    err.print(message, markup=False, highlight=False, soft_wrap=True)
 
 
 def user_errors(func: F) -> F:
