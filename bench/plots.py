@@ -1,4 +1,6 @@
-"""The reproduction's plots: forecasts against the truth, and the learned DARUAN activations."""
+"""The reproduction's plots, drawn by the product's own figures (``qkanforecast.plots``, the same functions
+as ``qkanforecast plot``): the forecasts of the test part as a backtest (truth and every model for the
+first series, and the MAE by step ahead), and the learned edge functions of a trained QKAN-LSTM."""
 
 from __future__ import annotations
 
@@ -6,69 +8,53 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from bench.experiments import DataSpec
+from qkanforecast.activations import EdgeCurves
+from qkanforecast.plots import activations_figure, backtest_figure, save_figure
+
+DPI = 110
+
+
+def forecast_frame(data: DataSpec, forecasts: dict[str, dict[str, Any]], span: int) -> pd.DataFrame:
+    """The first ``span`` test windows of the first series as a backtest table ``unique_id, ds, cutoff, y``
+    and one column per model (every model forecasts the same test windows)."""
+    first = next(iter(forecasts.values()))
+    uid = first["unique_id"][0]
+    sel = np.flatnonzero(first["unique_id"] == uid)[:span]
+    start = first["ds"][sel]  # first target time of each window: [N]
+    steps = np.arange(data.horizon)
+    frame: dict[str, Any] = {
+        "unique_id": str(uid),
+        "ds": _x(data, start[:, None], steps[None, :]).ravel(),
+        "cutoff": np.repeat(_x(data, start, np.array(-1)), data.horizon),
+        "y": first["y"][sel].ravel(),
+    }
+    for label, f in forecasts.items():
+        mine = np.flatnonzero(f["unique_id"] == uid)[:span]
+        if not np.array_equal(f["ds"][mine], start):
+            raise ValueError(f"{label} forecasts other test windows than {next(iter(forecasts))}")
+        frame[label] = f["yhat"][mine].ravel()
+    return pd.DataFrame(frame)
 
 
 def plot_forecasts(data: DataSpec, forecasts: dict[str, dict[str, Any]], path: Path, span: int) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    first = next(iter(forecasts.values()))
-    uid = first["unique_id"][0]  # the first series
-    fig, ax = plt.subplots(figsize=(10, 3.8))
-    step = 0 if data.horizon == 1 else data.horizon - 1  # plot the last step of each horizon
-    for k, (label, f) in enumerate(forecasts.items()):
-        sel = np.flatnonzero(f["unique_id"] == uid)[:span]
-        ds = f["ds"][sel]
-        if k == 0:
-            ax.plot(_x(data, ds, step), f["y"][sel, step], color="black", lw=2.0, label="truth")
-        ax.plot(_x(data, ds, step), f["yhat"][sel, step], lw=1.2, label=label)
-    what = "one step ahead" if data.horizon == 1 else f"{data.horizon} steps ahead (last step of each window)"
-    series = "" if data.synthetic else f", series {uid}"
-    ax.set_title(f"{data.title}: test part, {what}{series}", fontsize=10)
-    ax.set_xlabel("sample" if data.synthetic else "time")
-    ax.set_ylabel(data.units)
-    ax.legend(fontsize=8, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    frame = forecast_frame(data, forecasts, span)
+    series = "" if data.synthetic else f", series {frame['unique_id'].iloc[0]}"
+    title = f"{data.title}: test part{series}"
+    fig = backtest_figure(frame, [frame["unique_id"].iloc[0]], ylabel=data.units, title=title)
+    save_figure(fig, path, DPI)
 
 
-def _x(data: DataSpec, ds: np.ndarray, step: int) -> np.ndarray:
-    if data.synthetic:  # stand-in hourly clock: row k is sample k
+def _x(data: DataSpec, ds: np.ndarray, step: np.ndarray) -> np.ndarray:
+    """The time of ``step`` steps after ``ds``; a sample number for the synthetic sets (their stand-in
+    clock is hourly: row k is sample k)."""
+    if data.synthetic:
         return ((ds - np.datetime64("2000-01-01")) // np.timedelta64(1, "h")).astype(int) + step
-    return ds + _step_delta(data) * step
+    delta = np.timedelta64(10, "m") if data.source == "milan_internet" else np.timedelta64(1, "h")
+    return ds + delta * step
 
 
-def _step_delta(data: DataSpec) -> np.timedelta64:
-    return np.timedelta64(10, "m") if data.source == "milan_internet" else np.timedelta64(1, "h")
-
-
-def plot_activations(act: dict[str, Any], title: str, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    grid, phi = act["grid"], act["phi"]  # [G], [G, 4D, F + D]
-    d, f = act["hidden_size"], act["input_size"]
-    fig, axes = plt.subplots(1, 4, figsize=(13, 3.4), sharey=True)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for g, (ax, gate) in enumerate(zip(axes, ("input i", "forget f", "cell g", "output o"), strict=True)):
-        for j in range(d):
-            for i in range(f + d):
-                src = "x_t" if i < f else f"h_{i - f + 1}"
-                ax.plot(grid, phi[:, g * d + j, i], color=colors[(j * (f + d) + i) % len(colors)],
-                        ls="-" if i < f else "--", lw=1.3, label=f"unit {j + 1} <- {src}")
-        ax.axvspan(-1, 1, color="0.92", zorder=0)
-        ax.set_title(f"gate {gate}", fontsize=10)
-        ax.set_xlabel("edge input x")
-    axes[0].set_ylabel(f"phi_ji(x) ({act['readout']} read-out)")
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center right", fontsize=7)
-    fig.suptitle(f"{title} - reps {act['reps']}; shaded: the [-1, 1] range of the scaled inputs",
-                 fontsize=10)
-    fig.tight_layout(rect=(0, 0, 0.86, 0.95))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def plot_activations(curves: list[EdgeCurves], title: str, path: Path) -> None:
+    save_figure(activations_figure(curves, title), path, DPI)

@@ -156,7 +156,7 @@ def write_plots(datasets: list[DataSpec], extras: list[tuple[dict[str, Any], Ext
                 path = out / f"activations_{data.key}.png"
                 title = (f"Learned DARUAN activations, QKAN-LSTM ({r['params']} params, "
                          f"seed {r['seed']}) trained on {data.key}")
-                plot_activations(e["activations"], title, path)
+                plot_activations(e["activations"]["curves"], title, path)
                 plot_files.append(path.name)
                 if e["activations"]["solver_gap"] is not None:
                     gaps.append(e["activations"]["solver_gap"])

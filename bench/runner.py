@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from bench.experiments import DataSpec, ModelSpec, build, load_source
+from qkanforecast.activations import edge_curves, input_ranges
 from qkanforecast.baselines import naive, seasonal_naive
 from qkanforecast.config import Loss, TrainConfig  # the paper trains on the MSE
 from qkanforecast.forecast import predict_windows
@@ -47,34 +48,35 @@ def baseline_forecast(spec: ModelSpec, data: DataSpec, test: WindowDataset) -> n
     return seasonal_naive(test.table.values, first, test.horizon, data.season, history=t)
 
 
-def gate_activations(model: torch.nn.Module, grid: np.ndarray) -> dict[str, Any]:
-    """The learned DARUAN phi_ji(x) of every edge of the first QKAN-LSTM cell on ``grid``.
-
-    Evaluated in float64 with the statevector solver (``daruan_statevector``, the reference) and checked
-    against the spectral closed form (``QKANLayer.coefficients`` + ``fast_from_born``).
-    """
+def solver_gap(model: torch.nn.Module, grid: np.ndarray) -> float | None:
+    """The largest gap on ``grid`` between the learned DARUAN phi_ji(x) of every edge of the first
+    QKAN-LSTM cell by the statevector solver (``daruan_statevector``, the reference, float64) and by the
+    spectral closed form (``QKANLayer.coefficients`` + ``fast_from_born``); None where the spectral form
+    does not apply (trainable pre-activations)."""
     core: Any = model.core
     layer = copy.deepcopy(core.cells[0].layer).double()
+    if layer.spec.preact_trainable:
+        return None
     readout, reps = layer.spec.readout.value, layer.spec.reps
     x = torch.as_tensor(grid, dtype=torch.float64)
     with torch.no_grad():
         o, i, r1, _ = layer.theta.shape
         u = x.view(-1, 1, 1, 1).expand(-1, o, i, r1 - 1)
-        if layer.preact_weight is not None:
-            u = u * layer.preact_weight + layer.preact_bias
         phi = daruan_statevector(layer.theta.unsqueeze(0), u, readout)  # [G, O, I]
-        spectral = None
-        if not layer.spec.preact_trainable:
-            c = layer.coefficients()  # [O, I, 2r + 1]
-            k = torch.arange(1, reps + 1, dtype=x.dtype)
-            ang = x.view(-1, 1) * k  # [G, r]
-            z = c[..., 0] + torch.einsum("gk,oik->goi", torch.cos(ang), c[..., 1:reps + 1]) \
-                + torch.einsum("gk,oik->goi", torch.sin(ang), c[..., reps + 1:])
-            spectral = z if readout == "born" else fast_from_born(z)
-        base = None if layer.base_weight is None else layer.base_weight.numpy().copy()
-    return {"grid": np.asarray(grid), "phi": phi.numpy(), "base_weight": base, "readout": readout,
-            "reps": reps, "input_size": core.input_size, "hidden_size": core.hidden_size,
-            "solver_gap": None if spectral is None else float((spectral - phi).abs().max())}
+        c = layer.coefficients()  # [O, I, 2r + 1]
+        k = torch.arange(1, reps + 1, dtype=x.dtype)
+        ang = x.view(-1, 1) * k  # [G, r]
+        z = c[..., 0] + torch.einsum("gk,oik->goi", torch.cos(ang), c[..., 1:reps + 1]) \
+            + torch.einsum("gk,oik->goi", torch.sin(ang), c[..., reps + 1:])
+        spectral = z if readout == "born" else fast_from_born(z)
+    return float((spectral - phi).abs().max())
+
+
+def gate_activations(model: torch.nn.Module, train: WindowDataset) -> dict[str, Any]:
+    """The learned edge functions of every gate (``qkanforecast.activations``, as ``qkanforecast plot
+    activations`` draws them) over the inputs met on the training windows, and the solver check."""
+    curves = edge_curves(model, input_ranges(model, train))
+    return {"curves": curves, "solver_gap": solver_gap(model, np.linspace(-math.pi, math.pi, 241))}
 
 
 def run_one(data: DataSpec, spec: ModelSpec, seed: int, max_series: int | None, keep: bool,
@@ -111,7 +113,7 @@ def run_one(data: DataSpec, spec: ModelSpec, seed: int, max_series: int | None, 
         row["predict_seconds"] = time.perf_counter() - start
         pred_orig = np.asarray(test.scaler.inverse_transform(pred, series))
         if activations:
-            extra["activations"] = gate_activations(model, np.linspace(-math.pi, math.pi, 241))
+            extra["activations"] = gate_activations(model, train)
     y = np.asarray(test.scaler.transform(y_orig, series))
     row.update(mse=mse(y, pred), mae=mae(y, pred), r2=r2(y, pred), mse_orig=mse(y_orig, pred_orig),
                mae_orig=mae(y_orig, pred_orig), r2_orig=r2(y_orig, pred_orig))

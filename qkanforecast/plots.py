@@ -14,6 +14,7 @@ backtests ``unique_id, ds, cutoff, y, <model>, naive, seasonal_naive``.
 from __future__ import annotations
 
 import re
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -219,8 +220,8 @@ def backtest_figure(
     one panel of the MAE by step ahead of every model over the whole backtest (all its series).
 
     Forecasts from consecutive cutoffs that overlap (origins closer than the horizon) would hide each
-    other, so then each model is drawn at one step ahead, ``lead`` (default: the last step); ``lead``
-    also forces that view.
+    other, so then (and for one-step forecasts) each model is drawn as one line at ``lead`` steps ahead
+    (default: the last step); giving ``lead`` forces that view.
     """
     models = model_columns(backtest)
     if not models:
@@ -230,7 +231,7 @@ def backtest_figure(
     bt = backtest.sort_values(["unique_id", "cutoff", "ds"], kind="stable").reset_index(drop=True)
     step = _steps_ahead(bt)
     horizon = int(step.max())
-    if lead is None and _overlapping(bt):
+    if lead is None and (horizon == 1 or _overlapping(bt)):
         lead = horizon
     if lead is not None and not 1 <= lead <= horizon:
         raise QKANForecastError(f"lead {lead} is outside the backtest's 1..{horizon} steps ahead")
@@ -302,7 +303,8 @@ def activations_figure(curves: Sequence[EdgeCurves], title: str = "") -> Figure:
         else:
             rows.append((c, f"layer {c.layer + 1}, latent QKAN", list(range(len(c.outputs)))))
     cols = max(len(c.inputs) for c in curves)
-    fig = new_figure(1.7 * cols + 0.6, 1.45 * len(rows) + 0.9)
+    width = max(1.7 * cols + 0.6, 8.0)
+    fig = new_figure(width, 1.45 * len(rows) + 1.1)
     axes = fig.subplots(len(rows), cols, squeeze=False)
     for r, (c, label, outs) in enumerate(rows):
         for i in range(cols):
@@ -332,5 +334,6 @@ def activations_figure(curves: Sequence[EdgeCurves], title: str = "") -> Figure:
         else ("one period [-pi, pi] (this model's manifest has no recorded input range)")
     )
     what = f"f_ji(x) = phi_ji(x) + w_ji silu(x), {first.readout} read-out, reps {first.reps}; x: {span}"
-    fig.suptitle(f"{title}\n{what}" if title else what, fontsize=9)
+    text = "\n".join(textwrap.fill(t, int(width * 13)) for t in (title, what) if t)
+    fig.suptitle(text, fontsize=9)
     return fig

@@ -182,7 +182,7 @@ def plot_activations(
     entry = predictor.entry
     if not qkan_cells(predictor.model):
         raise QKANForecastError(
-            f"{entry.ref} is a {entry.manifest.model.model} model, without QKAN layers: activation plots are "
+            f"{entry.ref} (family {entry.manifest.model.model}) has no QKAN layers: activation plots are "
             "for qkan-lstm and hqkan-lstm models"
         )
     ranges = entry.manifest.input_ranges
