@@ -28,6 +28,7 @@ QF := $(BIN)/qkanforecast
 
 # The quick start: ingest -> train -> forecast -> evaluate on two real Milan cells (14 days, 10-minute steps).
 # The last two days are held out of training (--test-size 288) so that the backtest is out of sample.
+# The two plots are committed (the README shows them); the same seed and thread count redraw them unchanged.
 demo: install
 	rm -rf $(DEMO) && mkdir -p $(DEMO)
 	$(QF) ingest sample_data/milan_internet.csv -o $(DEMO)/milan_internet.parquet
@@ -37,9 +38,12 @@ demo: install
 		--registry $(DEMO)/registry -o $(DEMO)/forecast.csv
 	$(QF) evaluate $(DEMO)/milan_internet.parquet --model $$(cat $(DEMO)/ref.txt) --windows 2 --step 144 \
 		--registry $(DEMO)/registry -o $(DEMO)/backtest.csv
+	$(QF) plot forecast $(DEMO)/milan_internet.parquet $(DEMO)/forecast.csv --dpi 80 -q -o $(DEMO)/forecast.png
+	$(QF) plot backtest $(DEMO)/backtest.csv --dpi 80 -q -o $(DEMO)/backtest.png
 	@echo "model:    $$(cat $(DEMO)/ref.txt) in $(DEMO)/registry/"
 	@echo "forecast: $(DEMO)/forecast.csv (next day, 144 steps per cell, with 90% prediction intervals)"
 	@echo "backtest: $(DEMO)/backtest.csv (last two days, model vs naive and seasonal naive)"
+	@echo "plots:    $(DEMO)/forecast.png, $(DEMO)/backtest.png"
 
 bench: install
 	$(BIN)/python -m bench.layer
