@@ -154,7 +154,7 @@ def write_plots(datasets: list[DataSpec], extras: list[tuple[dict[str, Any], Ext
         for r, e in extras:
             if r["dataset"] == data.key and "activations" in e:
                 path = out / f"activations_{data.key}.png"
-                title = (f"Learned DARUAN activations, QKAN-LSTM ({r['params']} params, "
+                title = (f"Learned edge functions, QKAN-LSTM ({r['params']} params, "
                          f"seed {r['seed']}) trained on {data.key}")
                 plot_activations(e["activations"]["curves"], title, path)
                 plot_files.append(path.name)

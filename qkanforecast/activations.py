@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from qkanforecast.config import DataConfig
 from qkanforecast.errors import QKANForecastError
-from qkanforecast.features import CALENDAR_SIZE
 from qkanforecast.manifest import InputRanges
 from qkanforecast.models.cells import GatedCell, HQKANLSTMCell, QKANLSTMCell
 from qkanforecast.models.qkan import QKANLayer
@@ -120,25 +120,33 @@ class EdgeCurves:
     observed: bool
 
 
-def input_names(model: nn.Module, layer: int) -> list[str]:
-    """Names of the QKAN inputs of recurrent layer ``layer``: what the core reads, then ``h_{t-1}``."""
+def input_names(model: nn.Module, layer: int, data: DataConfig | None = None) -> list[str]:
+    """Names of the QKAN inputs of recurrent layer ``layer``: what the core reads, then ``h_{t-1}``.
+
+    The first layer reads the target, the calendar and the covariates of ``data`` (the layout of
+    ``windows.window_calendar``); where they do not add up to the layer's width, ``x1, x2, ...``."""
     cell = qkan_cells(model)[layer]
     if isinstance(cell, HQKANLSTMCell):
         return [f"e{k + 1}" for k in range(cell.latent_in)]
     f, d = cell.input_size, cell.hidden_size
+    hidden = [f"h{k + 1}" for k in range(d)]
+    generic = [f"x{k + 1}" for k in range(f)]
     if layer > 0:
-        return [f"x{k + 1}" for k in range(f)] + [f"h{k + 1}" for k in range(d)]
-    calendar = bool(getattr(getattr(model, "config", None), "calendar", False))
-    if calendar and f == 1 + CALENDAR_SIZE:  # the forecaster's layout: the target, then the calendar
-        names = ["y", *_CALENDAR_NAMES]
-    else:
-        names = ["y"] + [f"x{k}" for k in range(1, f)]
-    return names + [f"h{k + 1}" for k in range(d)]
+        return generic + hidden
+    names = ["y"]
+    if getattr(getattr(model, "config", None), "calendar", False):
+        names += _CALENDAR_NAMES
+    if data is not None:
+        names += [*data.hist_exog, *data.futr_exog, *data.static] + (["holiday"] if data.holidays else [])
+    return (names if len(names) == f else ["y", *generic[1:]]) + hidden
 
 
 @torch.no_grad()
-def edge_curves(model: nn.Module, ranges: InputRanges | None, points: int = 201) -> list[EdgeCurves]:
-    """Every edge function of every recurrent layer's QKAN on ``points`` values spanning ``ranges``."""
+def edge_curves(
+    model: nn.Module, ranges: InputRanges | None, points: int = 201, data: DataConfig | None = None
+) -> list[EdgeCurves]:
+    """Every edge function of every recurrent layer's QKAN on ``points`` values spanning ``ranges``
+    (``data``, the model's data configuration, names the covariates among the inputs)."""
     cells = qkan_cells(model)
     if not cells:
         raise QKANForecastError(
@@ -180,7 +188,7 @@ def edge_curves(model: nn.Module, ranges: InputRanges | None, points: int = 201)
                 kind,
                 grid,
                 values,
-                input_names(model, k),
+                input_names(model, k, data),
                 outputs,
                 layer.spec.readout.value,
                 layer.spec.reps,

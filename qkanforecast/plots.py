@@ -302,6 +302,8 @@ def activations_figure(curves: Sequence[EdgeCurves], title: str = "") -> Figure:
                 rows.append((c, f"layer {c.layer + 1}, {_GATE_NAMES[gate]}", list(range(g * d, (g + 1) * d))))
         else:
             rows.append((c, f"layer {c.layer + 1}, latent QKAN", list(range(len(c.outputs)))))
+    from matplotlib.ticker import MaxNLocator
+
     cols = max(len(c.inputs) for c in curves)
     width = max(1.7 * cols + 0.6, 8.0)
     fig = new_figure(width, 1.45 * len(rows) + 1.1)
@@ -323,6 +325,7 @@ def activations_figure(curves: Sequence[EdgeCurves], title: str = "") -> Figure:
                 )
             ax.set_title(f"<- {c.inputs[i]}", fontsize=7, pad=2)
             ax.tick_params(labelsize=6, length=2, pad=1)
+            ax.xaxis.set_major_locator(MaxNLocator(5))
             if i == 0:
                 ax.set_ylabel(label, fontsize=7)
     first = curves[0]

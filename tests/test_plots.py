@@ -296,3 +296,20 @@ def test_without_matplotlib_the_error_says_how_to_install_it(demo, tmp_path, mon
             "(make install does)\n"
         )
     assert list(tmp_path.iterdir()) == []
+
+
+@needs_matplotlib
+def test_activation_panels_name_the_covariates(tmp_path, drawn):
+    frame = sine_panel()
+    frame["temp"] = np.sin(np.arange(len(frame)) / 50.0)
+    data = tmp_path / "panel.csv"
+    frame.to_csv(data, index=False)
+    reg = tmp_path / "reg"
+    trained = run("train", data, "--hist-exog", "temp", "--hidden-size", "1", "--registry", reg, *FAST)
+    assert trained.exit_code == 0, trained.stderr
+    result = run(
+        "plot", "activations", "-m", trained.stdout.strip(), "--registry", reg, "-o", tmp_path / "a.png"
+    )
+    assert result.exit_code == 0, result.stderr
+    titles = [ax.get_title() for ax in drawn[0].axes[:7]]
+    assert titles == ["<- y", "<- sin day", "<- cos day", "<- sin week", "<- cos week", "<- temp", "<- h1"]

@@ -186,7 +186,7 @@ def plot_activations(
             "for qkan-lstm and hqkan-lstm models"
         )
     ranges = entry.manifest.input_ranges
-    curves = edge_curves(predictor.model, ranges, points)
+    curves = edge_curves(predictor.model, ranges, points, entry.manifest.data)
     fig = activations_figure(curves, title or f"{entry.ref}: learned edge functions")
     save_figure(fig, output, dpi)
     if not quiet:
