@@ -125,6 +125,21 @@ def read_result(path: str, required: Sequence[str], what: str) -> pd.DataFrame:
     return frame
 
 
+def in_zone(frame: pd.DataFrame, tz: str, columns: Sequence[str] = ("ds", "cutoff")) -> pd.DataFrame:
+    """``frame`` with its UTC time ``columns`` as the wall clock of zone ``tz`` (naive), to draw them as a
+    user there reads a clock (ingest stores time-zone-aware input as UTC)."""
+    out = frame.copy()
+    for col in columns:
+        if col in out.columns:
+            try:
+                out[col] = out[col].dt.tz_localize("UTC").dt.tz_convert(tz).dt.tz_localize(None)
+            except (KeyError, ValueError):  # zoneinfo's ZoneInfoNotFoundError is a KeyError
+                raise QKANForecastError(
+                    f"--tz {tz}: unknown time zone; use a name such as Europe/Rome"
+                ) from None
+    return out
+
+
 # -- table columns ------------------------------------------------------------------------------------------
 def model_columns(frame: pd.DataFrame) -> list[str]:
     """The forecast columns of a forecast or backtest table, in table order (not ids, times, actuals or
@@ -172,7 +187,12 @@ def _time_axis(ax: Axes, values: Any) -> None:
 
 # -- forecasts ----------------------------------------------------------------------------------------------
 def forecast_figure(
-    history: pd.DataFrame, forecast: pd.DataFrame, series: Sequence[str], ylabel: str = "y", title: str = ""
+    history: pd.DataFrame,
+    forecast: pd.DataFrame,
+    series: Sequence[str],
+    ylabel: str = "y",
+    title: str = "",
+    xlabel: str = "",
 ) -> Figure:
     """One panel per series of ``series``: its ``history`` (``unique_id, ds, y``; what to show of it is
     the caller's choice) and every forecast column of ``forecast``, with each prediction interval shaded.
@@ -207,6 +227,7 @@ def forecast_figure(
         ax.set_ylabel(ylabel)
         _time_axis(ax, ahead["ds"])
     axes[0].legend(fontsize=8, loc="upper left", ncol=2)
+    axes[-1].set_xlabel(xlabel)
     if title:
         fig.suptitle(title, fontsize=11)
     return fig
@@ -214,7 +235,12 @@ def forecast_figure(
 
 # -- backtests ----------------------------------------------------------------------------------------------
 def backtest_figure(
-    backtest: pd.DataFrame, series: Sequence[str], ylabel: str = "y", title: str = "", lead: int | None = None
+    backtest: pd.DataFrame,
+    series: Sequence[str],
+    ylabel: str = "y",
+    title: str = "",
+    lead: int | None = None,
+    xlabel: str = "",
 ) -> Figure:
     """One panel per series of ``series``: the actuals and each model's forecast from every cutoff; then
     one panel of the MAE by step ahead of every model over the whole backtest (all its series).
@@ -258,6 +284,7 @@ def backtest_figure(
         ax.set_title(f"{uid}: {len(cutoffs)} cutoffs, {what}", loc="left", fontsize=10)
         ax.set_ylabel(ylabel)
         _time_axis(ax, actual["ds"])
+        ax.set_xlabel(xlabel)
     axes[0].legend(fontsize=8, loc="upper left", ncol=len(models) + 1)
     ax = axes[-1]
     error = bt[models].sub(bt["y"], axis=0).abs()

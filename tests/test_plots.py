@@ -313,3 +313,19 @@ def test_activation_panels_name_the_covariates(tmp_path, drawn):
     assert result.exit_code == 0, result.stderr
     titles = [ax.get_title() for ax in drawn[0].axes[:7]]
     assert titles == ["<- y", "<- sin day", "<- cos day", "<- sin week", "<- cos week", "<- temp", "<- h1"]
+
+
+@needs_matplotlib
+def test_times_drawn_on_a_zones_clock(demo, tmp_path, drawn):
+    """The sine panel's times are UTC; Europe/Rome in January is an hour ahead."""
+    for args in (("forecast", demo["data"], demo["forecast"]), ("backtest", demo["backtest"])):
+        plain = run("plot", *args, "-o", tmp_path / "a.png", "--max-series", "1", "-q")
+        zoned = run("plot", *args, "-o", tmp_path / "b.png", "--max-series", "1", "--tz", "Europe/Rome", "-q")
+        assert plain.exit_code == 0 and zoned.exit_code == 0, zoned.stderr
+        before, after = (np.asarray(fig.axes[0].get_lines()[0].get_xdata()) for fig in drawn[-2:])
+        np.testing.assert_array_equal(after - before, np.timedelta64(1, "h"))
+        assert drawn[-1].axes[-2 if args[0] == "backtest" else -1].get_xlabel() == "time (Europe/Rome)"
+    bad = run("plot", "backtest", demo["backtest"], "-o", tmp_path / "c.png", "--tz", "Mars/Olympus")
+    assert bad.exit_code == 1
+    assert bad.stderr == "Error: --tz Mars/Olympus: unknown time zone; use a name such as Europe/Rome\n"
+    assert not (tmp_path / "c.png").exists()

@@ -50,6 +50,15 @@ MaxSeries = Annotated[
     int, typer.Option("--max-series", min=1, help="Series drawn when --series is not given.")
 ]
 Title = Annotated[str, typer.Option("--title", help="A title above the panels.")]
+Zone = Annotated[
+    str | None,
+    typer.Option(
+        "--tz",
+        help="Draw the times as this zone's clock, e.g. Europe/Rome (the data's times are UTC).  "
+        "[default: the times as stored]",
+        show_default=False,
+    ),
+]
 Dpi = Annotated[
     int, typer.Option("--dpi", min=20, max=1200, help="Resolution of PNG images (dots per inch).")
 ]
@@ -89,6 +98,7 @@ def plot_forecast(
         ),
     ] = None,
     title: Title = "",
+    tz: Zone = None,
     dpi: Dpi = 100,
     inputs: Input = INPUT,
     quiet: Quiet = False,
@@ -97,7 +107,14 @@ def plot_forecast(
     import pandas as pd
 
     from qkanforecast.baselines import season_length
-    from qkanforecast.plots import forecast_figure, image_format, read_result, require_matplotlib, save_figure
+    from qkanforecast.plots import (
+        forecast_figure,
+        image_format,
+        in_zone,
+        read_result,
+        require_matplotlib,
+        save_figure,
+    )
 
     require_matplotlib()
     image_format(output)
@@ -107,7 +124,10 @@ def plot_forecast(
     steps = history or 3 * season_length(table.freq)
     past = pd.concat([table.series(uid).tail(steps) for uid in chosen])
     past = past.assign(unique_id=past["unique_id"].astype(str))
-    fig = forecast_figure(past, frame, chosen, ylabel=inputs.target_col or "y", title=title)
+    if tz:
+        frame, past = in_zone(frame, tz), in_zone(past, tz)
+    xlabel = f"time ({tz})" if tz else ""
+    fig = forecast_figure(past, frame, chosen, ylabel=inputs.target_col or "y", title=title, xlabel=xlabel)
     save_figure(fig, output, dpi)
     if not quiet:
         say(f"{len(chosen)} series drawn to {output}")
@@ -140,17 +160,27 @@ def plot_backtest(
         ),
     ] = None,
     title: Title = "",
+    tz: Zone = None,
     dpi: Dpi = 100,
     quiet: Quiet = False,
 ) -> None:
     """Draw actuals against the model and the naive forecasts from every cutoff, and the MAE by step ahead."""
-    from qkanforecast.plots import backtest_figure, image_format, read_result, require_matplotlib, save_figure
+    from qkanforecast.plots import (
+        backtest_figure,
+        image_format,
+        in_zone,
+        read_result,
+        require_matplotlib,
+        save_figure,
+    )
 
     require_matplotlib()
     image_format(output)
     frame = read_result(backtest, ("unique_id", "ds", "cutoff", "y"), "backtest")
     chosen = _select(frame, series, max_series, f"the backtest {backtest}")
-    fig = backtest_figure(frame, chosen, title=title, lead=lead)
+    if tz:
+        frame = in_zone(frame, tz)
+    fig = backtest_figure(frame, chosen, title=title, lead=lead, xlabel=f"time ({tz})" if tz else "")
     save_figure(fig, output, dpi)
     if not quiet:
         say(f"{len(chosen)} series and the error by step ahead drawn to {output}")
