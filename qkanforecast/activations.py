@@ -39,6 +39,10 @@ _GATES = ("i", "f", "g", "o")
 _CALENDAR_NAMES = ("sin day", "cos day", "sin week", "cos week")
 
 
+class _Captured(Exception):
+    """Stops a forecaster's forward pass once its recurrent core's input is known."""
+
+
 def qkan_cells(model: nn.Module) -> list[GatedCell]:
     """The recurrent cells of a forecaster whose core is a QKAN-LSTM or HQKAN-LSTM ([] for an LSTM)."""
     cells = getattr(getattr(model, "core", None), "cells", None)
@@ -53,11 +57,18 @@ def qkan_inputs(model: nn.Module, x: Tensor, future: Tensor) -> list[Tensor]:
     ``[N * R, I]``. QKAN-LSTM: ``[x_t; h_{t-1}]``; HQKAN-LSTM: the encoder's output of it."""
     cells = qkan_cells(model)
     seen: list[Tensor] = []
+
+    def grab(_module: nn.Module, args: tuple[Tensor, ...]) -> None:
+        seen.append(args[0])
+        raise _Captured  # the core's own pass is not needed: the cells are run below
+
     core: nn.Module = model.core  # type: ignore[assignment]
-    hook = core.register_forward_pre_hook(lambda _module, args: seen.append(args[0]))
+    hook = core.register_forward_pre_hook(grab)
     try:
         model.eval()
         model(x, future)
+    except _Captured:
+        pass
     finally:
         hook.remove()
     out = []
