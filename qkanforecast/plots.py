@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import textwrap
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -83,9 +84,21 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> None:
 
 
 # -- result tables ------------------------------------------------------------------------------------------
-def read_result(path: str, required: Sequence[str], what: str) -> pd.DataFrame:
-    """A forecast or backtest table the commands wrote (CSV, Parquet or JSON lines by the suffix, or CSV on
-    stdin for ``-``), with ``unique_id`` as strings and ``ds`` (and ``cutoff``) as timestamps."""
+@dataclass(frozen=True)
+class Result:
+    """A forecast or backtest table read back: ``frame`` with ``unique_id`` as strings and ``ds`` (and
+    ``cutoff``) as naive timestamps, UTC when ``zone`` is set: the zone of a Parquet column with one, or
+    ``UTC`` for times written with offsets (CSV and JSON lines keep the offset, not the zone's name)."""
+
+    frame: pd.DataFrame
+    zone: str | None
+
+
+_OFFSET = re.compile(r"(Z|[+-]\d\d:?\d\d)$")
+
+
+def read_result(path: str, required: Sequence[str], what: str) -> Result:
+    """A table the commands wrote (CSV, Parquet or JSON lines by the suffix, or CSV on stdin for ``-``)."""
     import sys
 
     from qkanforecast.config import OutFormat
@@ -114,29 +127,34 @@ def read_result(path: str, required: Sequence[str], what: str) -> pd.DataFrame:
     if frame.empty:
         raise QKANForecastError(f"{path}: the {what} table has no rows")
     frame["unique_id"] = frame["unique_id"].astype(str)
+    zone = None
     for col in ("ds", "cutoff"):
-        if col in frame.columns:
-            try:
-                frame[col] = pd.to_datetime(frame[col])
-            except (ValueError, TypeError):
-                raise QKANForecastError(
-                    f"{path}: column {col!r} holds values that are not timestamps"
-                ) from None
-    return frame
+        if col not in frame.columns:
+            continue
+        values = frame[col]
+        try:
+            if isinstance(values.dtype, pd.DatetimeTZDtype):
+                zone = zone or str(values.dt.tz)
+                values = values.dt.tz_convert("UTC")
+            elif not pd.api.types.is_datetime64_any_dtype(values):
+                offsets = bool(_OFFSET.search(str(values.iloc[0])))
+                zone = zone or ("UTC" if offsets else None)
+                values = pd.to_datetime(values, utc=offsets, format="ISO8601")
+        except (ValueError, TypeError):
+            raise QKANForecastError(f"{path}: column {col!r} holds values that are not timestamps") from None
+        frame[col] = values.dt.tz_localize(None) if isinstance(values.dtype, pd.DatetimeTZDtype) else values
+    return Result(frame, zone)
 
 
-def in_zone(frame: pd.DataFrame, tz: str, columns: Sequence[str] = ("ds", "cutoff")) -> pd.DataFrame:
-    """``frame`` with its UTC time ``columns`` as the wall clock of zone ``tz`` (naive), to draw them as a
-    user there reads a clock (ingest stores time-zone-aware input as UTC)."""
-    out = frame.copy()
+def wall_clock(frame: pd.DataFrame, tz: str, columns: Sequence[str] = ("ds", "cutoff")) -> pd.DataFrame:
+    """``frame`` with its naive UTC time ``columns`` as the (naive) wall clock of zone ``tz``: what a
+    clock there reads, which is how the times are drawn."""
+    from qkanforecast.data.zones import check_zone, to_zone
+
+    out = to_zone(frame, check_zone(tz), [c for c in columns if c in frame.columns])
     for col in columns:
         if col in out.columns:
-            try:
-                out[col] = out[col].dt.tz_localize("UTC").dt.tz_convert(tz).dt.tz_localize(None)
-            except (KeyError, ValueError):  # zoneinfo's ZoneInfoNotFoundError is a KeyError
-                raise QKANForecastError(
-                    f"--tz {tz}: unknown time zone; use a name such as Europe/Rome"
-                ) from None
+            out[col] = out[col].dt.tz_localize(None)
     return out
 
 
@@ -197,8 +215,7 @@ def forecast_figure(
     """One panel per series of ``series``: its ``history`` (``unique_id, ds, y``; what to show of it is
     the caller's choice) and every forecast column of ``forecast``, with each prediction interval shaded.
 
-    Times are drawn as stored (the data's own clock: naive times stay naive, ingested time-zone-aware
-    times are UTC).
+    Times are drawn as given (the caller converts UTC times to a zone's clock with ``wall_clock``).
     """
     models = model_columns(forecast)
     if not models:

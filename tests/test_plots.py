@@ -316,16 +316,44 @@ def test_activation_panels_name_the_covariates(tmp_path, drawn):
 
 
 @needs_matplotlib
-def test_times_drawn_on_a_zones_clock(demo, tmp_path, drawn):
-    """The sine panel's times are UTC; Europe/Rome in January is an hour ahead."""
-    for args in (("forecast", demo["data"], demo["forecast"]), ("backtest", demo["backtest"])):
-        plain = run("plot", *args, "-o", tmp_path / "a.png", "--max-series", "1", "-q")
-        zoned = run("plot", *args, "-o", tmp_path / "b.png", "--max-series", "1", "--tz", "Europe/Rome", "-q")
-        assert plain.exit_code == 0 and zoned.exit_code == 0, zoned.stderr
-        before, after = (np.asarray(fig.axes[0].get_lines()[0].get_xdata()) for fig in drawn[-2:])
-        np.testing.assert_array_equal(after - before, np.timedelta64(1, "h"))
-        assert drawn[-1].axes[-2 if args[0] == "backtest" else -1].get_xlabel() == "time (Europe/Rome)"
-    bad = run("plot", "backtest", demo["backtest"], "-o", tmp_path / "c.png", "--tz", "Mars/Olympus")
-    assert bad.exit_code == 1
-    assert bad.stderr == "Error: --tz Mars/Olympus: unknown time zone; use a name such as Europe/Rome\n"
-    assert not (tmp_path / "c.png").exists()
+def test_times_are_drawn_on_the_datas_clock(tmp_path, drawn):
+    """Naive times read as Europe/Rome's clock are stored in UTC and written with offsets; the plots draw
+    them on Rome's clock again (a backtest CSV, whose offsets name no zone, in UTC unless --tz says)."""
+    frame = sine_panel(2, 300)
+    data = tmp_path / "panel.csv"
+    frame.to_csv(data, index=False)
+    reg, zone = tmp_path / "reg", ["--tz", "Europe/Rome"]
+    ref = run(
+        "train", data, "--model", "lstm", "--horizon", "4", "--registry", reg, *zone, *FAST
+    ).stdout.strip()
+    for args in (
+        ("forecast", "-o", tmp_path / "fc.csv"),
+        ("evaluate", "--windows", "2", "-o", tmp_path / "bt.csv"),
+        ("evaluate", "--windows", "2", "-o", tmp_path / "bt.parquet"),
+    ):
+        result = run(args[0], data, "-m", ref, "--registry", reg, *zone, *args[1:], "-q")
+        assert result.exit_code == 0, result.stderr
+    assert "+01:00" in (tmp_path / "fc.csv").read_text().splitlines()[1]
+    local = pd.to_datetime(frame[frame.unique_id == "cell0"]["ds"]).to_numpy()  # Rome's clock
+    step = np.timedelta64(10, "m")
+
+    def first_panel(*args):
+        result = run("plot", *args, "-o", tmp_path / "fig.png", "--max-series", "1", "-q")
+        assert result.exit_code == 0, result.stderr
+        ax = drawn[-1].axes[0]
+        return [np.asarray(line.get_xdata()) for line in ax.get_lines()], drawn[-1].axes
+
+    (history, forecast), axes = first_panel("forecast", data, tmp_path / "fc.csv", "--history", "20", *zone)
+    np.testing.assert_array_equal(history, local[-20:])
+    np.testing.assert_array_equal(forecast, local[-1] + step * np.arange(1, 5))
+    assert axes[-1].get_xlabel() == "time (Europe/Rome)"
+    (actual, *_), axes = first_panel("backtest", tmp_path / "bt.csv")
+    np.testing.assert_array_equal(actual, local[-8:] - np.timedelta64(1, "h"))
+    assert axes[0].get_xlabel() == "time (UTC)"
+    for args in (("backtest", tmp_path / "bt.csv", *zone), ("backtest", tmp_path / "bt.parquet")):
+        (actual, *_), axes = first_panel(*args)
+        np.testing.assert_array_equal(actual, local[-8:])
+        assert axes[0].get_xlabel() == "time (Europe/Rome)"
+    bad = run("plot", "backtest", tmp_path / "bt.csv", "-o", tmp_path / "c.png", "--tz", "Mars/Olympus")
+    assert bad.exit_code == 1 and not (tmp_path / "c.png").exists()
+    assert bad.stderr.startswith("Error: unknown time zone 'Mars/Olympus'")

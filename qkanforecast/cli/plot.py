@@ -54,8 +54,9 @@ Zone = Annotated[
     str | None,
     typer.Option(
         "--tz",
-        help="Draw the times as this zone's clock, e.g. Europe/Rome (the data's times are UTC).  "
-        "[default: the times as stored]",
+        help="Draw the times as this zone's clock, e.g. Europe/Rome.  [default: the zone the backtest was "
+        "written in: a Parquet column's zone; UTC for times with offsets (CSV, JSON lines); naive times as "
+        "they are]",
         show_default=False,
     ),
 ]
@@ -98,7 +99,6 @@ def plot_forecast(
         ),
     ] = None,
     title: Title = "",
-    tz: Zone = None,
     dpi: Dpi = 100,
     inputs: Input = INPUT,
     quiet: Quiet = False,
@@ -110,23 +110,25 @@ def plot_forecast(
     from qkanforecast.plots import (
         forecast_figure,
         image_format,
-        in_zone,
         read_result,
         require_matplotlib,
         save_figure,
+        wall_clock,
     )
 
     require_matplotlib()
     image_format(output)
-    frame = read_result(forecast, ("unique_id", "ds"), "forecast")
-    chosen = _select(frame, series, max_series, f"the forecast {forecast}")
+    result = read_result(forecast, ("unique_id", "ds"), "forecast")
+    chosen = _select(result.frame, series, max_series, f"the forecast {forecast}")
     table = inputs.read(data)
     steps = history or 3 * season_length(table.freq)
     past = pd.concat([table.series(uid).tail(steps) for uid in chosen])
-    past = past.assign(unique_id=past["unique_id"].astype(str))
-    if tz:
-        frame, past = in_zone(frame, tz), in_zone(past, tz)
-    xlabel = f"time ({tz})" if tz else ""
+    past, frame = past.assign(unique_id=past["unique_id"].astype(str)), result.frame
+    zone = table.tz or result.zone  # the data's zone: its times (and the forecast's) are UTC
+    if zone is not None:
+        past = wall_clock(past, zone) if table.tz else past
+        frame = wall_clock(frame, zone) if result.zone else frame
+    xlabel = f"time ({zone})" if zone else ""
     fig = forecast_figure(past, frame, chosen, ylabel=inputs.target_col or "y", title=title, xlabel=xlabel)
     save_figure(fig, output, dpi)
     if not quiet:
@@ -168,19 +170,19 @@ def plot_backtest(
     from qkanforecast.plots import (
         backtest_figure,
         image_format,
-        in_zone,
         read_result,
         require_matplotlib,
         save_figure,
+        wall_clock,
     )
 
     require_matplotlib()
     image_format(output)
-    frame = read_result(backtest, ("unique_id", "ds", "cutoff", "y"), "backtest")
-    chosen = _select(frame, series, max_series, f"the backtest {backtest}")
-    if tz:
-        frame = in_zone(frame, tz)
-    fig = backtest_figure(frame, chosen, title=title, lead=lead, xlabel=f"time ({tz})" if tz else "")
+    result = read_result(backtest, ("unique_id", "ds", "cutoff", "y"), "backtest")
+    chosen = _select(result.frame, series, max_series, f"the backtest {backtest}")
+    zone = tz or result.zone
+    frame = wall_clock(result.frame, zone) if zone and result.zone else result.frame  # naive: as they are
+    fig = backtest_figure(frame, chosen, title=title, lead=lead, xlabel=f"time ({zone})" if zone else "")
     save_figure(fig, output, dpi)
     if not quiet:
         say(f"{len(chosen)} series and the error by step ahead drawn to {output}")
