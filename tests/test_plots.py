@@ -273,6 +273,9 @@ def test_unknown_series_and_tables_that_are_not_backtests(demo, tmp_path):
         result.stderr
         == f"Error: series 'x' is not in the forecast {demo['forecast']} (it has cell0, cell1, cell2)\n"
     )
+    result = run("plot", "forecast", "-", "-", "-o", tmp_path / "f.png")
+    assert result.exit_code == 1
+    assert result.stderr == "Error: DATA and FORECAST cannot both be stdin (-); give one of them as a file\n"
     result = run("plot", "backtest", demo["forecast"], "-o", tmp_path / "b.png")
     assert result.exit_code == 1
     assert result.stderr == (

@@ -107,6 +107,7 @@ def plot_forecast(
     import pandas as pd
 
     from qkanforecast.baselines import season_length
+    from qkanforecast.errors import QKANForecastError
     from qkanforecast.plots import (
         forecast_figure,
         image_format,
@@ -118,6 +119,8 @@ def plot_forecast(
 
     require_matplotlib()
     image_format(output)
+    if data == "-" and forecast == "-":
+        raise QKANForecastError("DATA and FORECAST cannot both be stdin (-); give one of them as a file")
     result = read_result(forecast, ("unique_id", "ds"), "forecast")
     chosen = _select(result.frame, series, max_series, f"the forecast {forecast}")
     table = inputs.read(data)
