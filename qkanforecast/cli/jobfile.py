@@ -105,7 +105,7 @@ def _check_options(
             try:  # the option's own conversion: choices, ranges
                 param.process_value(ctx, value)
             except Exception as exc:  # noqa: BLE001 (Click and Typer raise several kinds)
-                problem = getattr(exc, "message", None) or str(exc)
+                problem = str(getattr(exc, "message", None) or exc).removeprefix("Value error, ")
         if problem is not None:
             raise QKANForecastError(f"job file {path}: [{where}] {key} = {_toml(value)}: {problem}")
         out[param.name] = value
