@@ -99,7 +99,10 @@ def test_required_options_and_group_commands_from_the_file(panel_csv, tmp_path):
         ("[train]\nhorizon = 1.5\n", "[train] horizon = 1.5: expected an integer, got float"),
         ("[train]\nhorizon = 0\n", "[train] horizon = 0: Input should be greater than or equal to 1"),
         ("[train]\nlags = 1\n", "[train] lags = 1: expected true or false, got int"),
-        ('[train]\nmodel = "gru"\n', "[train] model = \"gru\": 'gru' is not one of 'qkan-lstm', 'hqkan-lstm', 'lstm'."),
+        (
+            '[train]\nmodel = "gru"\n',
+            "[train] model = \"gru\": 'gru' is not one of 'qkan-lstm', 'hqkan-lstm', 'lstm'.",
+        ),
         (
             "[train]\nmodel = 1\n",
             "[train] model = 1: expected a string (qkan-lstm, hqkan-lstm, lstm), got int",
