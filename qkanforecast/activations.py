@@ -43,8 +43,17 @@ class _Captured(Exception):
     """Stops a forecaster's forward pass once its recurrent core's input is known."""
 
 
+def first_member(model: nn.Module) -> nn.Module:
+    """An ensemble's first member (the one reading a week of lags), else the model itself: the member
+    whose edges are recorded and drawn."""
+    members = getattr(model, "members", None)
+    return members[0] if isinstance(members, nn.ModuleList) else model
+
+
 def qkan_cells(model: nn.Module) -> list[GatedCell]:
-    """The recurrent cells of a forecaster whose core is a QKAN-LSTM or HQKAN-LSTM ([] for an LSTM)."""
+    """The recurrent cells of a forecaster whose core is a QKAN-LSTM or HQKAN-LSTM ([] for an LSTM; an
+    ensemble's first member's)."""
+    model = first_member(model)
     cells = getattr(getattr(model, "core", None), "cells", None)
     if cells is None:
         return []
@@ -55,6 +64,7 @@ def qkan_cells(model: nn.Module) -> list[GatedCell]:
 def qkan_inputs(model: nn.Module, x: Tensor, future: Tensor) -> list[Tensor]:
     """The inputs every recurrent layer's QKAN layer receives on the windows ``(x, future)``: per layer
     ``[N * R, I]``. QKAN-LSTM: ``[x_t; h_{t-1}]``; HQKAN-LSTM: the encoder's output of it."""
+    model = first_member(model)
     cells = qkan_cells(model)
     seen: list[Tensor] = []
 
@@ -136,6 +146,7 @@ def input_names(model: nn.Module, layer: int, data: DataConfig | None = None) ->
 
     The first layer reads the target, the calendar and the covariates of ``data`` (the layout of
     ``windows.window_calendar``); where they do not add up to the layer's width, ``x1, x2, ...``."""
+    model = first_member(model)
     cell = qkan_cells(model)[layer]
     if isinstance(cell, HQKANLSTMCell):
         return [f"e{k + 1}" for k in range(cell.latent_in)]

@@ -216,12 +216,19 @@ class ModelConfig:
     decoder_size: int = 32
     recurrent_steps: int | None = None  # the recurrence reads the window's last steps (None: all of it)
     future_size: int = 0  # covariates of every forecast step besides the calendar (future, static, holiday)
+    lag_days: int = 7  # days of the window the lag values read (the week lag needs 7)
+    ensemble: list[int] | None = None  # lag_days of each member, trained apart, averaged (None: auto)
 
     def __post_init__(self) -> None:
         family_info(self.model)
         _at_least(self, 1, "input_size", "horizon", "hidden_size", "num_layers", "latent_in", "latent_out",
                   "season", "decoder_size", "recurrent_steps")
         _at_least(self, 0, "future_size")
+        _at_least(self, 1, "lag_days")
+        if self.ensemble is not None:
+            object.__setattr__(self, "ensemble", [int(d) for d in self.ensemble])
+            if any(d < 1 for d in self.ensemble):
+                raise ConfigError("ensemble", f"members read at least 1 day of lags, got {self.ensemble}")
         if not 0 <= self.dropout < 1:
             raise ConfigError("dropout", f"must be in [0, 1), got {self.dropout}")
         if isinstance(self.qkan, dict):
@@ -249,6 +256,14 @@ class ModelConfig:
         return wanted and self.decoder is Decoder.MLP
 
     @property
+    def members(self) -> list[int]:
+        """The ensemble in force: ``None`` (auto) is two members reading 7 and 2 days of lags when the
+        decoder reads lags (measured: their average beats either alone day-ahead), else one model."""
+        if self.ensemble is not None:
+            return self.ensemble
+        return list(AUTO_ENSEMBLE) if self.uses_lags else []
+
+    @property
     def family(self) -> FamilyInfo:
         return family_info(self.model)
 
@@ -257,6 +272,9 @@ class ModelConfig:
         if self.hidden_size is not None:
             return self
         return dataclasses.replace(self, hidden_size=self.family.hidden_size)
+
+
+AUTO_ENSEMBLE = (7, 2)  # days of lag context of the default ensemble's members
 
 
 class Scaler(str, Enum):
@@ -386,7 +404,7 @@ class Settings:
 def _options() -> dict[str, str]:
     """Flat option name -> the part of ``Settings`` it sets (model fields the data decides are left out)."""
     out: dict[str, str] = {}
-    derived = {"input_size", "horizon", "qkan", "season", "future_size"}
+    derived = {"input_size", "horizon", "qkan", "season", "future_size", "lag_days"}
     parts = (("data", DataConfig), ("train", TrainConfig), ("model", ModelConfig), ("qkan", QKANSpec))
     for part, cls in parts:
         for f in dataclasses.fields(cls):

@@ -16,7 +16,7 @@ from qkanforecast.data import Table
 from qkanforecast.data.table import freq_to_ns
 from qkanforecast.data.zones import to_zone
 from qkanforecast.errors import QKANForecastError
-from qkanforecast.models import Forecaster, build_model
+from qkanforecast.models import Ensemble, Forecaster, build_model
 from qkanforecast.registry import Entry, Registry
 from qkanforecast.windows import RawCovariates, SeriesScaler, WindowDataset, last_windows, window_calendar
 
@@ -32,7 +32,7 @@ class Predictor:
     """
 
     entry: Entry
-    model: Forecaster
+    model: Forecaster | Ensemble
     scaler: SeriesScaler
     column: str = field(init=False)
     lookback: int = field(init=False)

@@ -37,7 +37,7 @@ from qkanforecast.covariates import sizes as covariate_sizes
 from qkanforecast.data import Table
 from qkanforecast.errors import QKANForecastError
 from qkanforecast.manifest import Calibration, Epoch, InputRanges, Manifest, ScalerState, Schema, Training
-from qkanforecast.models import Forecaster, build_model, count_parameters
+from qkanforecast.models import Ensemble, Forecaster, build_model, count_parameters
 from qkanforecast.registry import Entry, Registry, check_name
 from qkanforecast.windows import Batch, SeriesScaler, WindowDataset, make_datasets, split_points
 
@@ -168,7 +168,7 @@ class Fitted:
     """A trained network with its settings (resolved), scaler, history and the windows it was fitted on."""
 
     settings: Settings
-    model: Forecaster
+    model: Forecaster | Ensemble
     scaler: SeriesScaler
     history: list[Epoch]
     train_windows: int
@@ -177,6 +177,7 @@ class Fitted:
     calibration: Calibration | None = None  # conformal half-widths from validation residuals
     covariates: CovariateStats | None = None  # the scaling of the exogenous covariates
     input_ranges: InputRanges | None = None  # what the QKAN layers met in training (activation plots)
+    best: Epoch | None = None  # the kept weights' record (an ensemble's: its own validation loss)
 
 
 @torch.no_grad()
@@ -229,7 +230,7 @@ def resolve(settings: Settings, table: Table) -> Settings:
     model = replace(model, season=season, input_size=1 + past, future_size=future)
     if model.recurrent_steps is None:
         model = replace(model, recurrent_steps=min(data.lookback, max(2 * season, 168)))
-    model = replace(model, skip=model.skip_base, lags=model.uses_lags)
+    model = replace(model, skip=model.skip_base, lags=model.uses_lags, ensemble=model.members)
     return Settings(model, data, settings.train)
 
 
@@ -262,7 +263,7 @@ def fit_table(
     model = build_model(settings.model)
     if initial_state is not None:
         model.load_state_dict(initial_state)
-    history = fit(model, train_ds, val_ds, settings.train, progress)
+    history, best = fit_members(model, train_ds, val_ds, settings.train, progress)
     budget = (settings.train.max_windows, settings.train.seed)  # validation's sample, again for calibration
     last_seen = table.ds_ns[table.offsets[:-1] + train_ds.val_end - 1].max()
     return Fitted(
@@ -278,7 +279,37 @@ def fit_table(
         else None,
         stats,
         input_ranges(model, train_ds, seed=settings.train.seed),
+        best,
     )
+
+
+def fit_members(
+    model: Forecaster | Ensemble,
+    train_ds: WindowDataset,
+    val_ds: WindowDataset | None,
+    config: TrainConfig,
+    progress: ProgressFn | None = None,
+) -> tuple[list[Epoch], Epoch]:
+    """``fit`` a model, or each member of an ensemble in turn (apart, each with its own early stopping;
+    epochs numbered on across members). Returns the history and the record of the kept weights: for an
+    ensemble the last member's best epoch with the ensemble's own validation loss."""
+    members = list(model.members) if isinstance(model, Ensemble) else [model]
+    history: list[Epoch] = []
+    for k, member in enumerate(members):
+        offset, left = len(history), len(members) - k
+
+        def shown(record: Epoch, total: int, improved: bool, validated: bool, offset: int = offset,
+                  left: int = left) -> None:
+            if progress is not None:
+                progress(replace(record, epoch=record.epoch + offset), offset + total * left, improved,
+                         validated)
+
+        history += [replace(r, epoch=r.epoch + offset) for r in fit(member, train_ds, val_ds, config, shown)]
+    best = min(history[offset:], key=lambda e: e.val_loss)
+    if len(members) > 1 and val_ds is not None and len(val_ds):
+        index = sample_windows(len(val_ds), config.max_windows, config.seed)
+        best = replace(best, val_loss=evaluate_loss(model, val_ds, config.loss, index=index))
+    return history, best
 
 
 def train(
@@ -309,7 +340,7 @@ def train(
         initial_state = registry.load_state_dict(warm_start)
     started = time.perf_counter()
     fitted = fit_table(table, settings, initial_state=initial_state, progress=progress)
-    best = min(fitted.history, key=lambda e: e.val_loss)
+    best = fitted.best or min(fitted.history, key=lambda e: e.val_loss)
     manifest = Manifest(
         name=name,
         model=fitted.model.config,

@@ -230,6 +230,10 @@ def plot_activations(
                 f"note: {entry.ref} was trained before input ranges were recorded; each edge is drawn "
                 "over one period, [-pi, pi]"
             )
+        members = entry.manifest.model.ensemble or []
+        if len(members) > 1:
+            say(f"note: {entry.ref} is an ensemble of {len(members)} models; the first ({members[0]} days of "
+                "lags) is drawn")
         edges = sum(c.values.shape[0] * c.values.shape[1] for c in curves)
         say(f"{edges:,} edge functions of {len(curves)} layer(s) drawn to {output}")
 

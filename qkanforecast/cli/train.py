@@ -32,6 +32,7 @@ from qkanforecast.config import (
     FAMILIES,
     OPTIONS,
     Columns,
+    ConfigError,
     Decoder,
     Family,
     Loss,
@@ -50,6 +51,18 @@ def _opt(default: Any, help: str, param_decls: list[str] | None = None, **kwargs
     """An option whose value None means "not given"; the help shows the default of its config field."""
     text = f"{help}  [default: {shown(default)}]"
     return typer.Option(*(param_decls or []), help=text, show_default=False, **kwargs)
+
+
+def _members(text: str) -> list[int] | None:
+    """``--ensemble``: ``auto`` (None), ``none`` (one model) or the days of lags of each member."""
+    if text.strip().lower() == "auto":
+        return None
+    if text.strip().lower() in ("none", ""):
+        return []
+    try:
+        return [int(d) for d in column_list(text)]
+    except ValueError:
+        raise ConfigError("ensemble", f"takes auto, none or days such as 7,2, got {text!r}") from None
 
 
 @app.command(epilog=example("ref=$(qkanforecast train traffic.parquet --lookback 144 --horizon 6 -q)"))
@@ -87,6 +100,12 @@ def train(
     calendar: Annotated[
         bool | None, _opt(_S.model.calendar, "Time of day and day of week as inputs.",
                           param_decls=["--calendar/--no-calendar"])
+    ] = None,
+    ensemble: Annotated[
+        str | None,
+        _opt("auto: 7,2 when the decoder reads lags, else none",
+             "Members trained apart and averaged, each the days of lags it reads (e.g. 7,2), or none.",
+             metavar="DAYS"),
     ] = None,
     decoder: Annotated[
         Decoder | None, _opt(_S.model.decoder, "From the last hidden state to the horizon.")
@@ -148,6 +167,8 @@ def train(
     for key in ("hist_exog", "futr_exog", "static"):
         if key in given:
             given[key] = column_list(given[key])
+    if ensemble is not None:
+        given["ensemble"] = _members(ensemble)
     if holidays is not None:
         given["holidays"] = read_holidays(holidays)
     reg = open_registry(registry)

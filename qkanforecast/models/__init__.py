@@ -2,7 +2,7 @@
 
 from .cells import HQKANLSTMCell, QKANLSTMCell
 from .daruan import daruan_statevector, fast_from_born, fourier_coefficients
-from .forecaster import Forecaster, build_model, count_parameters
+from .forecaster import Ensemble, Forecaster, build_model, count_parameters
 from .lstm import HQKANLSTM, LSTM, QKANLSTM, RecurrentStack
 from .qkan import QKANLayer
 
@@ -14,6 +14,7 @@ __all__ = [
     "QKANLSTMCell",
     "QKANLayer",
     "RecurrentStack",
+    "Ensemble",
     "Forecaster",
     "build_model",
     "count_parameters",

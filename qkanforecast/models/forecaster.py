@@ -131,19 +131,35 @@ class Forecaster(nn.Module):
         reach is replaced by the nearest it does (a week by a day, a day by the last value)."""
         window, s, h = v.shape[1], self.config.season, self.config.horizon
         last = v[:, -1:].expand(-1, h)
-        days = min(7, window // s)
+        days = min(7, self.config.lag_days, window // s)
         same_time = [v[:, self._positions(window - d * s, s, v.device)] for d in range(days)]  # days x [N, H]
         day = same_time[0] if days else last
-        week = v[:, self._positions(window, 7 * s, v.device)] if window >= 7 * s else day
+        week = v[:, self._positions(window, 7 * s, v.device)] if days == 7 else day
         cols = [day, week, torch.stack(same_time, 0).mean(0) if days else last]
         if self.config.skip_base is Skip.LAST:
             cols.append(last)
         return torch.stack(cols, dim=-1)
 
 
-def build_model(config: ModelConfig) -> Forecaster:
-    """The forecaster of ``config`` (freshly initialised from torch's global generator)."""
-    return Forecaster(config)
+class Ensemble(nn.Module):
+    """Members that differ in the days of lags they read (``config.ensemble``), trained apart and
+    averaged: ``x [N, X, F], future [N, H, C] -> [N, H]`` like one ``Forecaster``."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config = config.resolved()
+        self.members = nn.ModuleList(
+            [Forecaster(replace(config, ensemble=[], lag_days=days)) for days in config.ensemble or []]
+        )
+
+    def forward(self, x: Tensor, future: Tensor | None = None) -> Tensor:
+        return torch.stack([m(x, future) for m in self.members]).mean(0)
+
+
+def build_model(config: ModelConfig) -> Forecaster | Ensemble:
+    """The forecaster of ``config`` (freshly initialised from torch's global generator): an ``Ensemble``
+    when ``config.ensemble`` names two or more members (``None``, auto, is resolved by training)."""
+    return Ensemble(config) if len(config.ensemble or []) > 1 else Forecaster(config)
 
 
 def count_parameters(model: nn.Module) -> int:
