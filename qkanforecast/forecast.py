@@ -44,7 +44,8 @@ class Predictor:
     def __post_init__(self) -> None:
         m = self.entry.manifest
         lookback = m.data.lookback
-        assert lookback is not None  # training records the lookback it used
+        if lookback is None:  # training records the lookback it used
+            raise QKANForecastError(f"{self.entry.path}: the manifest records no lookback")
         self.column, self.lookback, self.horizon = m.model.model, lookback, m.data.horizon
         self.freq, self.step_ns = m.schema.freq, freq_to_ns(m.schema.freq)
         self.covariates = Covariates(m.data, m.covariates)

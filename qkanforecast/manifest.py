@@ -11,16 +11,21 @@ nothing is ever rewritten on disk.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from qkanforecast.config import (
+    INTERVAL_LEVELS,
+    MAX_STEPS,
     PLAIN,
     Columns,
     ConfigError,
     DataConfig,
     ModelConfig,
     QKANSpec,
+    Scaler,
     TrainConfig,
     family_info,
     from_dict,
@@ -160,9 +165,67 @@ class Manifest:
         elif fmt != FORMAT_VERSION:
             raise QKANForecastError(f"unknown format_version {fmt!r}")
         try:
-            return from_dict(cls, data, "manifest")
+            manifest = from_dict(cls, data, "manifest")
         except ConfigError as exc:
             raise QKANForecastError(f"manifest: {exc}") from None
+        check_bounds(manifest)
+        return manifest
+
+
+# Bounds a manifest is checked against on load, far above anything trained here, so that a hostile or
+# corrupt manifest cannot make forecast allocate terabytes or loop for ever before the weights are read.
+LIMITS = {
+    "data.lookback": 1 << 20,
+    "data.horizon": MAX_STEPS,
+    "model.horizon": MAX_STEPS,
+    "model.input_size": 1 << 10,
+    "model.hidden_size": 1 << 12,
+    "model.num_layers": 64,
+    "model.latent_in": 64,
+    "model.latent_out": 64,
+    "model.season": 1 << 20,
+    "model.decoder_size": 1 << 12,
+    "model.recurrent_steps": 1 << 20,
+    "model.qkan.reps": 64,
+    "num_parameters": 1 << 30,
+    "schema.series": 1 << 31,
+}
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def check_bounds(m: Manifest) -> None:
+    """Refuse a manifest whose values are of the right types but out of range or inconsistent."""
+    for path, limit in LIMITS.items():
+        value: Any = m
+        for part in path.split("."):
+            value = getattr(value, part)
+        if value is not None and not 0 <= value <= limit:
+            raise QKANForecastError(f"manifest.{path}: {value} is outside 0..{limit:,}")
+    if m.model.horizon != m.data.horizon:
+        raise QKANForecastError(
+            f"manifest: model.horizon {m.model.horizon} differs from data.horizon {m.data.horizon}")
+    scaler = m.scaler
+    if scaler.kind not in {s.value for s in Scaler}:
+        raise QKANForecastError(f"manifest.scaler.kind: unknown scaler {scaler.kind!r}")
+    if len(scaler.unique_id) != m.schema.series:
+        raise QKANForecastError(
+            f"manifest.scaler: {len(scaler.unique_id)} series but schema.series says {m.schema.series}")
+    if len(set(scaler.unique_id)) != len(scaler.unique_id):
+        raise QKANForecastError("manifest.scaler.unique_id: a series is listed twice")
+    if not all(math.isfinite(v) for v in scaler.loc) or not all(
+            math.isfinite(v) and v > 0 for v in scaler.scale):
+        raise QKANForecastError("manifest.scaler: locations must be finite and scales finite and positive")
+    cal = m.calibration
+    if cal is not None:
+        if not set(cal.levels) <= set(INTERVAL_LEVELS):
+            raise QKANForecastError(f"manifest.calibration.levels: {cal.levels} are not all of "
+                                    f"{', '.join(map(str, INTERVAL_LEVELS))}")
+        if any(len(row) != m.data.horizon or not all(math.isfinite(v) and v >= 0 for v in row)
+               for row in cal.half_widths):
+            raise QKANForecastError(
+                f"manifest.calibration.half_widths: each row needs {m.data.horizon} finite values >= 0")
+    if m.weights is not None and (m.weights.file != "model.pt" or not _SHA256.match(m.weights.sha256)):
+        raise QKANForecastError("manifest.weights: file must be model.pt with a sha256 of 64 hex digits")
 
 
 _SPEC_KEYS = frozenset(f.name for f in dataclasses.fields(QKANSpec))

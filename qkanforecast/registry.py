@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import json
 import os
 import pickle
 import re
-import shutil
+import secrets
+import socket
+import stat
 import sys
-import tempfile
+import time
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,13 +28,26 @@ from typing import Any
 import torch
 
 from qkanforecast import __version__
-from qkanforecast.errors import QKANForecastError
+from qkanforecast.errors import QKANForecastError, excerpt
+from qkanforecast.files import (
+    STORAGE_ERRNOS,
+    check_writable,
+    fsync_dir,
+    read_regular,
+    storage_error,
+    write_synced,
+)
 from qkanforecast.manifest import FORMAT_VERSION, Manifest, Weights
 
 MANIFEST = "manifest.json"
 WEIGHTS = "model.pt"
+OWNED = frozenset({WEIGHTS, MANIFEST})  # the only files a version directory holds; rm removes nothing else
+MAX_MANIFEST_BYTES = 256 << 20  # a manifest holds a few numbers per series: 10,000 series are ~1 MB
+STALE_SECONDS = 3600  # a staging directory of another machine this old is left over (publishing takes ~1 s)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _VERSION = re.compile(r"^v([1-9][0-9]*)$")
+# .staging-<pid>@<host>-<token>: who is publishing, so that a stale one (its process gone) can be removed
+_STAGING = re.compile(r"^\.staging-(?:(?P<pid>[0-9]+)@(?P<host>[A-Za-z0-9._-]*)-)?[A-Za-z0-9_]+$")
 
 
 def default_root() -> Path:
@@ -65,6 +81,72 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())[:64]
+
+
+def _staging_name() -> str:
+    """A hidden directory name that says which process on which machine is publishing into it."""
+    return f".staging-{os.getpid()}@{_host()}-{secrets.token_hex(4)}"
+
+
+def _is_stale(path: Path) -> bool:
+    """A staging directory left by a publish or removal that was killed: its process is gone (same
+    machine), or it is older than any publish takes."""
+    m = _STAGING.match(path.name)
+    if not m:
+        return False
+    try:
+        if time.time() - path.lstat().st_mtime > STALE_SECONDS:
+            return True
+    except FileNotFoundError:
+        return False
+    if m.group("pid") is None or m.group("host") != _host():
+        return False
+    pid = int(m.group("pid"))
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists, owned by someone else
+        return False
+    return False
+
+
+def _check_owned(path: Path) -> None:
+    """Refuse to remove ``path`` unless it is a real directory holding only files the registry writes."""
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        raise QKANForecastError(f"{path}: does not exist") from None
+    if stat.S_ISLNK(info.st_mode):
+        raise QKANForecastError(
+            f"{path}: is a symbolic link, not a version the registry wrote; nothing was removed "
+            "(remove the link yourself)"
+        )
+    if not stat.S_ISDIR(info.st_mode):
+        raise QKANForecastError(f"{path}: is not a directory; nothing was removed")
+    foreign = sorted(
+        child.name for child in os.scandir(path)
+        if child.name not in OWNED or not (child.is_file(follow_symlinks=False) or child.is_symlink())
+    )  # a link named like our files is removed as a link (its target is never touched)
+    if foreign:
+        listing = ", ".join(excerpt(f, 40) for f in foreign[:3]) + (" ..." if len(foreign) > 3 else "")
+        raise QKANForecastError(
+            f"{path}: holds {listing}, which the registry did not write; nothing was removed "
+            "(move them out first)"
+        )
+
+
+def _delete_owned(path: Path) -> None:
+    """Delete a directory that ``_check_owned`` accepted: its own files, then the directory."""
+    for child in OWNED:
+        (path / child).unlink(missing_ok=True)
+    path.rmdir()
+
+
 @dataclass(frozen=True)
 class Entry:
     """One registered version: where it is and what its manifest says."""
@@ -95,6 +177,32 @@ class Entry:
         }
 
 
+@dataclass(frozen=True)
+class Invalid:
+    """A version directory that cannot be loaded, and why: ``models list`` shows it, ``models rm`` removes
+    it."""
+
+    name: str
+    version: int
+    path: Path
+    reason: str
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@v{self.version}"
+
+    def summary(self) -> dict[str, Any]:
+        return {"ref": self.ref, "invalid": self.reason, "path": str(self.path)}
+
+
+@dataclass(frozen=True)
+class Removed:
+    """A version (or a left-over staging directory) that ``Registry.remove`` deleted."""
+
+    ref: str
+    path: Path
+
+
 class Registry:
     def __init__(self, root: str | os.PathLike[str] | None = None):
         self.root = Path(root).expanduser() if root is not None else default_root()
@@ -112,12 +220,28 @@ class Registry:
             return []
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _NAME.match(p.name))
 
+    def listing(self) -> list[Entry | Invalid]:
+        """Every version, a broken one as ``Invalid`` with the reason (one never hides the others)."""
+        rows: list[Entry | Invalid] = []
+        for name in self.names():
+            for v in self.versions(name):
+                path = self.root / name / f"v{v}"
+                try:
+                    rows.append(self.get(f"{name}@v{v}"))
+                except QKANForecastError as exc:
+                    reason = str(exc)
+                    for prefix in (f"{path / MANIFEST}: ", f"{path}: "):
+                        reason = reason.removeprefix(prefix)
+                    rows.append(Invalid(name, v, path, reason))
+        return rows
+
     def entries(self) -> list[Entry]:
-        return [self.get(f"{name}@v{v}") for name in self.names() for v in self.versions(name)]
+        """Every version that loads."""
+        return [e for e in self.listing() if isinstance(e, Entry)]
 
     def resolve(self, ref: str) -> Path:
         """Turn ``NAME``, ``NAME@latest``, ``NAME@vN`` or a version directory path into a directory."""
-        if os.sep in ref or "/" in ref or (os.altsep and os.altsep in ref):  # a bare name is never a path
+        if _is_path(ref):  # a bare name is never a path
             path = Path(ref).expanduser()
             if not (path / MANIFEST).is_file():
                 raise QKANForecastError(f"{ref}: not a model version directory (no {MANIFEST})")
@@ -141,13 +265,18 @@ class Registry:
         return self.root / name / version
 
     def get(self, ref: str) -> Entry:
-        """Resolve a reference and read its manifest, checking the format version."""
+        """Resolve a reference and read its manifest: a regular file of bounded size, validated against
+        the typed schema (bounds included) after checking the format version."""
         path = self.resolve(ref)
+        where = path / MANIFEST
         try:
-            raw = json.loads((path / MANIFEST).read_text())
+            raw = json.loads(read_regular(where, MAX_MANIFEST_BYTES))
             fmt = int(raw["format_version"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise QKANForecastError(f"{path / MANIFEST}: unreadable manifest ({exc})") from None
+        except QKANForecastError as exc:  # not a regular file, or too large
+            raise QKANForecastError(f"unreadable manifest: {exc}") from None
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise QKANForecastError(f"{where}: unreadable manifest ({excerpt(reason)})") from None
         if fmt > FORMAT_VERSION:
             raise QKANForecastError(
                 f"{path}: checkpoint format {fmt} is newer than this qkanforecast {__version__} understands "
@@ -155,8 +284,9 @@ class Registry:
             )
         try:
             manifest = Manifest.from_json(raw)
+            check_name(manifest.name)
         except QKANForecastError as exc:
-            raise QKANForecastError(f"{path / MANIFEST}: invalid manifest: {exc}") from None
+            raise QKANForecastError(f"{where}: invalid manifest: {exc}") from None
         m = _VERSION.match(path.name)
         version = int(m.group(1)) if m else 0
         return Entry(name=manifest.name, version=version, path=path, manifest=manifest)
@@ -183,13 +313,32 @@ class Registry:
             ) from None
 
     # -- writing -------------------------------------------------------------------------------------
-    def publish(self, name: str, state_dict: dict[str, torch.Tensor], manifest: Manifest) -> Entry:
-        """Write a new version of ``name`` atomically and return it (``manifest.name`` is set to it)."""
+    def check_writable(self, name: str) -> None:
+        """Refuse a registry where ``name`` could not be published, before any training starts."""
         folder = self.root / check_name(name)
-        folder.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
+        check_writable(folder if os.path.lexists(folder) else self.root, "registry")
+
+    def publish(self, name: str, state_dict: dict[str, torch.Tensor], manifest: Manifest) -> Entry:
+        """Write a new version of ``name`` atomically and return it (``manifest.name`` is set to it).
+
+        Both files are written and synced in a hidden staging directory that is then renamed into place,
+        so a kill or a full disk leaves no version behind (a killed run's staging directory is removed by
+        the next publish or ``remove`` of the name). The weights are serialised in memory first, so a
+        failed write is an ``OSError`` with its reason rather than torch's opaque writer error.
+        """
+        folder = self.root / check_name(name)
         try:
-            torch.save(state_dict, staging / WEIGHTS)
+            folder.mkdir(parents=True, exist_ok=True)
+            self._clean_stale(folder)
+            staging = folder / _staging_name()
+            staging.mkdir(mode=0o700)
+        except OSError as exc:
+            raise storage_error(folder, exc) from None
+        try:
+            buffer = io.BytesIO()
+            torch.save(state_dict, buffer)
+            weights = buffer.getvalue()
+            write_synced(staging / WEIGHTS, weights)
             manifest = replace(
                 manifest,
                 format_version=FORMAT_VERSION,
@@ -197,9 +346,10 @@ class Registry:
                 created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 qkanforecast_version=__version__,
                 torch_version=torch.__version__,
-                weights=Weights(WEIGHTS, sha256_file(staging / WEIGHTS)),
+                weights=Weights(WEIGHTS, hashlib.sha256(weights).hexdigest()),
             )
-            (staging / MANIFEST).write_text(json.dumps(manifest.to_json(), indent=2, allow_nan=True) + "\n")
+            text = json.dumps(manifest.to_json(), indent=2, allow_nan=True) + "\n"
+            write_synced(staging / MANIFEST, text.encode())
             os.chmod(staging, 0o755)
             while True:  # another process may take a number between our look and our rename: try the next
                 version = max(self.versions(name), default=0) + 1
@@ -209,24 +359,79 @@ class Registry:
                 except OSError:
                     if not (folder / f"v{version}").exists():
                         raise
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
+            fsync_dir(folder)
+        except BaseException as exc:
+            try:
+                _delete_owned(staging)
+            except OSError:
+                pass
+            if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
+                raise storage_error(folder, exc) from None
             raise
         return Entry(name=name, version=version, path=folder / f"v{version}", manifest=manifest)
 
-    def remove(self, ref: str) -> list[Entry]:
-        """Delete one version (``NAME@vN``) or, for a bare ``NAME``, every version of it."""
+    def _clean_stale(self, folder: Path) -> list[Path]:
+        """Remove the staging directories of killed runs in ``folder``; return them."""
+        removed = []
+        for path in folder.iterdir():
+            if _STAGING.match(path.name) and _is_stale(path):
+                try:
+                    _check_owned(path)
+                    _delete_owned(path)
+                    removed.append(path)
+                except (QKANForecastError, OSError):
+                    pass  # not ours to remove, or gone already
+        return removed
+
+    def remove(self, ref: str) -> list[Removed]:
+        """Delete one version (``NAME@vN``) or, for a bare ``NAME``, every version of it and the staging
+        directories killed runs left there.
+
+        Only version directories inside the registry are removed, never through a symbolic link, and only
+        when they hold nothing but the files publishing writes; otherwise it is an error and nothing is
+        removed. A version whose manifest is broken is removed like any other. Each version is first
+        renamed to a hidden name, so readers see it whole or not at all.
+        """
+        if _is_path(ref):
+            raise QKANForecastError(
+                f"{ref}: models rm takes a registry reference (NAME or NAME@vN), not a path"
+            )
         name, sep, _ = ref.partition("@")
-        if sep:
-            targets = [self.get(ref)]
-        else:
-            targets = [self.get(f"{name}@v{v}") for v in self.versions(check_name(name))]
-            if not targets:
-                self.resolve(name)  # raises the unknown-model error
-        for entry in targets:
-            shutil.rmtree(entry.path)
+        folder = self.root / check_name(name)
+        if folder.is_symlink():
+            raise QKANForecastError(
+                f"{folder}: is a symbolic link, not a directory the registry wrote; nothing was removed"
+            )
+        targets = [self.resolve(ref)] if sep else [folder / f"v{v}" for v in self.versions(name)]
+        stale = [p for p in folder.iterdir() if _STAGING.match(p.name) and _is_stale(p)] if (
+            not sep and folder.is_dir()) else []
+        if not targets and not stale:
+            self.resolve(name)  # raises the unknown-model error
+        root = os.path.realpath(self.root)
+        for path in targets + stale:
+            _check_owned(path)
+            if os.path.dirname(os.path.realpath(path)) != os.path.join(root, name):
+                raise QKANForecastError(f"{path}: is outside the registry {self.root}; nothing was removed")
+            for place in (folder, path):
+                if not os.access(place, os.W_OK | os.X_OK):
+                    raise QKANForecastError(f"{place}: not writable; nothing was removed")
+        removed = []
+        for path in targets + stale:
+            try:
+                hidden = path if path in stale else folder / _staging_name()
+                if hidden != path:
+                    os.rename(path, hidden)
+                _delete_owned(hidden)
+            except OSError as exc:
+                raise QKANForecastError(f"{path}: cannot remove it ({exc.strerror or exc})") from None
+            label = f"{name}@{path.name}" if path in targets else f"{name} (left over: {path.name})"
+            removed.append(Removed(label, path))
         try:
-            (self.root / name).rmdir()  # only when empty: a concurrent publish may be staging there
+            folder.rmdir()  # only when empty: a concurrent publish may be staging there
         except OSError:
             pass
-        return targets
+        return removed
+
+
+def _is_path(ref: str) -> bool:
+    return "/" in ref or os.sep in ref or bool(os.altsep and os.altsep in ref)

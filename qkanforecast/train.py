@@ -330,6 +330,7 @@ def train(
     """
     registry = registry or Registry()
     name = check_name(name or settings.model.model)
+    registry.check_writable(name)  # found out now, not after the whole training
     initial_state = None
     if warm_start is not None:
         if warm_start.manifest.schema.freq != table.freq:

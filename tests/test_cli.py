@@ -210,7 +210,7 @@ def test_shell_pipeline(panel_csv, tmp_path):
         text=True,
         check=True,
     )
-    assert ref.stderr == "" and ref.stdout == "lstm@v1\n"
+    assert ref.stderr == "" and ref.stdout == "panel@v1\n"  # named after the data file
     shell = f"{' '.join(exe)} forecast {panel_csv} --model {ref.stdout.strip()} --steps 4 -o - | head -n 3"
     out = subprocess.run(shell, shell=True, env=env, capture_output=True, text=True, check=True)
     assert out.stdout.splitlines()[0] == "unique_id,ds,lstm" and len(out.stdout.splitlines()) == 3

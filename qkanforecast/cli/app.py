@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import signal
+import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from enum import Enum
@@ -22,7 +24,8 @@ from rich.console import Console
 from qkanforecast import __version__
 from qkanforecast.cli.jobfile import load as load_job_file
 from qkanforecast.config import Columns, ConfigError, Fill
-from qkanforecast.errors import QKANForecastError
+from qkanforecast.errors import QKANForecastError, printable, safe_message
+from qkanforecast.files import STORAGE_ERRNOS
 
 if TYPE_CHECKING:
     from qkanforecast.data import Table
@@ -49,8 +52,22 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def say(message: str) -> None:
-    """One line on stderr, printed as is."""
-    err.print(message, markup=False, highlight=False, soft_wrap=True)
+    """One line on stderr, with control characters escaped (messages quote input, which may be hostile)."""
+    err.print(printable(message), markup=False, highlight=False, soft_wrap=True)
+
+
+def fail(message: str, status: int = 1) -> typer.Exit:
+    """Print ``Error: message`` as one safe, short line and return the exit to raise."""
+    say(f"Error: {safe_message(message)}")
+    return typer.Exit(status)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that it unwinds like Ctrl-C: temporary files removed."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()
 
 
 class App(typer.Typer):
@@ -139,24 +156,35 @@ app.add_typer(models_app, name="models")
 
 
 def user_errors(func: F) -> F:
-    """Turn user mistakes into one ``Error:`` line and exit status 1; anything else keeps its traceback."""
+    """Turn user mistakes into one ``Error:`` line and exit status 1; anything else keeps its traceback.
+
+    A disk that fills up or turns read-only is a user error too. SIGTERM is handled like Ctrl-C while the
+    command runs (exit 143 instead of 130), so ``kill`` leaves no temporary file behind either.
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
         try:
             return func(*args, **kwargs)
         except ConfigError as exc:  # a configuration field: name it as the flag that sets it
-            say(f"Error: --{exc.field.replace('_', '-')} {exc.detail}")
-            raise typer.Exit(1) from None
+            raise fail(f"--{exc.field.replace('_', '-')} {exc.detail}") from None
         except QKANForecastError as exc:
-            say(f"Error: {exc}")
-            raise typer.Exit(1) from None
+            raise fail(str(exc)) from None
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
-            say(f"Error: {exc.filename}: {exc.strerror}")
-            raise typer.Exit(1) from None
+            raise fail(f"{exc.filename}: {exc.strerror}") from None
+        except OSError as exc:
+            if exc.errno not in STORAGE_ERRNOS:
+                raise
+            raise fail(f"{exc.filename or 'writing'}: {exc.strerror}; nothing was written") from None
+        except Terminated:
+            raise fail("terminated; nothing was written", 143) from None
         except KeyboardInterrupt:
-            say("Error: interrupted; nothing was written")
-            raise typer.Exit(130) from None
+            raise fail("interrupted; nothing was written", 130) from None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
     return wrapper  # type: ignore[return-value]
 
@@ -311,6 +339,16 @@ def open_registry(root: Path | None) -> Registry:
     from qkanforecast.registry import Registry
 
     return Registry(root)
+
+
+def check_output(output: str | None, fmt: str | None = None) -> None:
+    """Before the work: the output's format is known and its location can take a file."""
+    from qkanforecast.data.writers import output_format
+    from qkanforecast.files import check_output as check_location
+
+    if output is not None:
+        output_format(output, fmt, hint=" or --format")
+        check_location(output)
 
 
 def source_of(data: str) -> str:

@@ -46,7 +46,9 @@ def ingest(
     """Validate a CSV or Parquet table and write it as the canonical long table (unique_id, ds, y, and
     the covariates asked for)."""
     from qkanforecast.data import print_report, write_table
+    from qkanforecast.files import check_output
 
+    check_output(output)  # before reading: a bad -o is found out at once, not after the whole file
     table = inputs.read(data, min_length=min_length, covariates=column_list(covariates))
     write_table(table, output)
     if not quiet or as_json:

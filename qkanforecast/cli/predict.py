@@ -15,6 +15,7 @@ from qkanforecast.cli.app import (
     Quiet,
     RegistryOpt,
     app,
+    check_output,
     err,
     example,
     open_registry,
@@ -119,6 +120,7 @@ def forecast(
     from qkanforecast.data import write_frame
     from qkanforecast.forecast import forecast as run_forecast
 
+    check_output(output, fmt)
     predictor, table = _load(model, registry, data, inputs, quiet)
     lookback = predictor.lookback
     table, skipped, note = skip_short(table, lookback, f"a lookback of {lookback}", strict)
@@ -164,6 +166,7 @@ def evaluate(
     from qkanforecast.data import write_frame
     from qkanforecast.evaluate import evaluate as run_evaluate
 
+    check_output(output, fmt)
     predictor, table = _load(model, registry, data, inputs, quiet)
     result = run_evaluate(predictor, table, BacktestConfig(windows, step, refit), per_series, strict)
     backtest = result.backtest
@@ -175,7 +178,9 @@ def evaluate(
         f"{backtest['unique_id'].nunique()} series"
         + (f", {len(result.skipped)} skipped (too short)" if result.skipped else "")
     )
-    show_table(result.metrics, title, console, as_json)
+    # sMAPE is on a 0-200 scale (utilsforecast's is 0-1): the header says so; JSON keeps the plain key
+    shown = result.metrics if as_json else result.metrics.rename(columns={"smape": "smape(0-200)"})
+    show_table(shown, title, console, as_json)
     if not quiet:
         for note in result.notes:
             say(f"note: {note}")

@@ -7,6 +7,8 @@ the checkpoint's values for the rest).
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -45,6 +47,20 @@ from qkanforecast.config import (
 
 _S = Settings()
 _FAMILY_SIZES = ", ".join(f"{name} {info.hidden_size}" for name, info in FAMILIES.items())
+
+
+def default_name(data: str, family: str) -> str:
+    """The registry name of a model trained on DATA: the file's name without its suffixes
+    (``cells.csv.gz``: ``cells``), made a valid name; the model family for stdin or a name left empty.
+    Unrelated models trained on different files so get different names."""
+    if data == "-":
+        return family
+    name = Path(data).name
+    while Path(name).suffix.lower() in (".gz", ".bz2", ".zst", ".xz", ".csv", ".tsv", ".txt", ".parquet",
+                                        ".pq"):
+        name = Path(name).stem
+    name = re.sub(r"\.{2,}", ".", re.sub(r"[^A-Za-z0-9._-]+", "-", name)).strip("-._")[:128]
+    return name or family
 
 
 def _opt(default: Any, help: str, param_decls: list[str] | None = None, **kwargs: Any) -> Any:
@@ -150,7 +166,11 @@ def train(
         _opt(_S.data.holidays, "File of holiday dates (one per line, e.g. 2013-12-25): a holiday flag at "
              "every input and forecast step."),
     ] = None,
-    name: Annotated[str | None, typer.Option(help="Registry name (default: the model family).")] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(help="Registry name (default: DATA's file name without its suffix; the model family "
+                     "for stdin; with --from, the name warm-started from)."),
+    ] = None,
     from_ref: Annotated[
         str | None, typer.Option("--from", help="Warm-start from this registered model.")
     ] = None,
@@ -179,6 +199,8 @@ def train(
         name = name or warm.name
     else:
         settings = Settings().updated(given)
+    name = name or default_name(data, settings.model.model)
+    reg.check_writable(name)  # before reading and training: a read-only registry is found out at once
     columns = (warm.manifest.schema.columns if warm else Columns()).given(
         inputs.id_col, inputs.time_col, inputs.target_col
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -28,6 +29,7 @@ from qkanforecast.config import OutFormat
 from qkanforecast.data.formats import FORMAT_VERSION, META_KEY, format_of
 from qkanforecast.data.table import Table
 from qkanforecast.errors import QKANForecastError
+from qkanforecast.files import STORAGE_ERRNOS, check_output, storage_error
 
 CANONICAL_FORMATS = (OutFormat.PARQUET, OutFormat.CSV)  # the canonical table is never written as JSON
 ROW_GROUP_ROWS = 1 << 20
@@ -100,19 +102,35 @@ def _save(path: str | os.PathLike[str], fmt: OutFormat, dump: Callable[[BinaryIO
 def atomic_file(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     """A binary file that appears at ``path`` only once everything was written (temp file + rename).
 
-    On any error, or an interrupt, the temporary file is removed and ``path`` is left as it was.
+    On any error, or an interrupt, the temporary file is removed and ``path`` is left as it was. A file
+    being replaced keeps its permissions; a symbolic link is written through: its target is replaced
+    (atomically, by a temporary file next to the target) and the link stays. A write that fails for lack
+    of space or permission is one error naming ``path``, not the temporary file.
     """
-    target = Path(path)
-    if not target.parent.is_dir():
-        raise QKANForecastError(f"{target}: directory {target.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    check_output(path)
+    target = Path(os.path.realpath(path))
+    try:
+        mode = stat.S_IMODE(os.stat(target).st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask  # mkstemp makes 0600; a new file gets the usual permissions
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise storage_error(path, exc) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             yield fh
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
         os.replace(tmp, target)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.errno in STORAGE_ERRNOS or isinstance(exc, IsADirectoryError):
+            raise storage_error(path, exc) from None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
