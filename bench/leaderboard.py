@@ -375,9 +375,6 @@ def record(rows: list[dict[str, Any]], job: Job, env: Env, runs_path: Path) -> N
         })  # fmt: skip
     frame = pd.DataFrame(out, columns=RUNS_COLUMNS)
     runs_path.parent.mkdir(parents=True, exist_ok=True)
-    if runs_path.is_file() and pd.read_csv(runs_path, nrows=0).columns.tolist() != RUNS_COLUMNS:
-        frame = pd.concat([load_runs(runs_path), frame])  # written by an older version: rewrite it whole
-        runs_path.unlink()
     frame.to_csv(runs_path, mode="a", header=not runs_path.is_file(), index=False, float_format="%.6g")
 
 
@@ -440,8 +437,9 @@ def markdown(board: pd.DataFrame, env: Env) -> str:
                   "Each row is the default qkan-lstm with the `train` arguments of its label; `-`: not run.",
                   "", *summary(ablation)]  # fmt: skip
     for (dataset, task), part in main.groupby(["dataset", "task"], sort=False):
-        lines += ["", f"## {dataset}, {task}", "", "| contender | MAE | sMAPE | MASE | parameters | train s "
-                  "| forecast s |", "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        lines += ["", f"## {dataset}, {task}", "",
+                  "| contender | MAE | sMAPE (0-200) | MASE | parameters | train s | forecast s |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
         for _, r in part.iterrows():
             cells = [display_name(r), f"{r['mae']:.4g}", f"{r['smape']:.2f}", f"{r['mase']:.3f}",
                      _int(r["parameters"]), _sec(r["train_s"]), _sec(r["forecast_s"])]  # fmt: skip
