@@ -41,7 +41,9 @@ def excerpt(value: object, limit: int = EXCERPT) -> str:
     return f"{text[:limit]}… ({len(text) - limit:,} more characters)"
 
 
-_QUOTED = re.compile(r"'([^']{" + str(EXCERPT + 1) + r",})'")
+# a quoted value: an opening quote not after a letter and a closing one not before a letter, so that
+# possessives ("the series' mean ... the data's step") are not taken for quotes
+_QUOTED = re.compile(r"(?<!\w)'([^'\n]{" + str(EXCERPT + 1) + r",}?)'(?!\w)")
 
 
 def safe_message(message: str) -> str:

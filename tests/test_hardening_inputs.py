@@ -182,7 +182,8 @@ def test_item_12_time_zone_aware_input_stays_aware_in_every_output(tmp_path):
     assert pd.read_parquet(tmp_path / "c.parquet")["ds"].tolist() == list(ds)
     # train records the zone; forecast and evaluate write in it (CSV, Parquet, JSON lines)
     reg = tmp_path / "registry"
-    ref = run("train", rome, "--model", "lstm", "--lookback", "24", "--epochs", "1", "--registry", reg, "-q")
+    ref = run("train", rome, "--model", "lstm", "--lookback", "24", "--epochs", "1", "--registry", reg,
+              "--name", "lstm", "-q")
     assert ref.exit_code == 0, ref.stderr
     manifest = json.loads((reg / "lstm" / "v1" / "manifest.json").read_text())
     assert manifest["schema"]["tz"] == "Europe/Rome" and manifest["format_version"] == 3
@@ -456,7 +457,8 @@ def test_item_23_calendar_frequencies_said_plainly_and_weekly_season_stated(tmp_
         f"Error: {weekly}: series 'weekly' starts on a Sunday (2020-01-05 00:00:00), but --freq W-MON steps "
         "on Mondays; pass --freq W-SUN or 7D"
     )
-    result = run("train", weekly, "--model", "lstm", "--epochs", "1", "--registry", tmp_path / "reg")
+    result = run("train", weekly, "--model", "lstm", "--epochs", "1", "--registry", tmp_path / "reg",
+                 "--name", "lstm")
     assert result.exit_code == 0, result.stderr
     assert "note: season: 52 steps, a year of weeks (52 weeks, 364 days)\n" in result.stderr
     manifest = json.loads((tmp_path / "reg" / "lstm" / "v1" / "manifest.json").read_text())
