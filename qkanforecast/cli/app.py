@@ -144,7 +144,7 @@ app = App(
     add_completion=False,
     rich_markup_mode=None,
     help="Forecast telecom time series with QKAN-LSTM, HQKAN-LSTM and LSTM models.",
-    epilog=example("qkanforecast train data.csv && qkanforecast forecast data.csv --model qkan-lstm"),
+    epilog=example("qkanforecast train data.csv && qkanforecast forecast data.csv --model data"),
 )
 models_app = App(
     no_args_is_help=True,

@@ -42,7 +42,7 @@ def models_list(
             say(f"note: {entry.ref} is invalid; `qkanforecast models rm {entry.ref}` removes it")
 
 
-@models_app.command("show", epilog=example("qkanforecast models show qkan-lstm@v2"))
+@models_app.command("show", epilog=example("qkanforecast models show traffic@v2"))
 @user_errors
 def models_show(ref: RefArg, registry: RegistryOpt = None) -> None:
     """Print a model version's manifest (JSON) after checking its weights."""
@@ -52,7 +52,7 @@ def models_show(ref: RefArg, registry: RegistryOpt = None) -> None:
     typer.echo(json.dumps({"ref": entry.ref, "path": str(entry.path), **entry.manifest.to_json()}, indent=2))
 
 
-@models_app.command("rm", epilog=example("qkanforecast models rm qkan-lstm@v1"))
+@models_app.command("rm", epilog=example("qkanforecast models rm traffic@v1"))
 @user_errors
 def models_rm(
     ref: Annotated[str, typer.Argument(help="NAME@vN for one version, NAME for all of them.")],
@@ -63,7 +63,7 @@ def models_rm(
         say(f"removed {entry.ref} ({entry.path})")
 
 
-@models_app.command("path", epilog=example("qkanforecast models path qkan-lstm@latest"))
+@models_app.command("path", epilog=example("qkanforecast models path traffic@latest"))
 @user_errors
 def models_path(
     ref: Annotated[str | None, typer.Argument(help="A reference (default: print the registry root).")] = None,

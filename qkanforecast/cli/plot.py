@@ -192,7 +192,7 @@ def plot_backtest(
 
 
 @plot_app.command(
-    "activations", epilog=example("qkanforecast plot activations --model qkan-lstm@latest -o activations.png")
+    "activations", epilog=example("qkanforecast plot activations --model traffic@latest -o activations.png")
 )
 @user_errors
 def plot_activations(

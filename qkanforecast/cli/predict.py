@@ -78,7 +78,7 @@ def _read_future(path: str, predictor: Predictor, inputs: Input) -> Table:
 
 @app.command(
     epilog=example(
-        "qkanforecast forecast traffic.parquet --model qkan-lstm@latest --level 90 -o forecast.csv"
+        "qkanforecast forecast traffic.parquet --model traffic@latest --level 90 -o forecast.csv"
     )
 )
 @user_errors
@@ -138,7 +138,7 @@ def forecast(
 
 @app.command(
     epilog=example(
-        "qkanforecast evaluate traffic.parquet --model qkan-lstm --windows 7 --step 144 -o backtest.csv"
+        "qkanforecast evaluate traffic.parquet --model traffic --windows 7 --step 144 -o backtest.csv"
     )
 )
 @user_errors
