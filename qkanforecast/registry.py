@@ -3,7 +3,8 @@
 ``model.pt`` is a plain state_dict (loaded with ``torch.load(weights_only=True)``); everything needed to
 rebuild the model, scale the data and check the input lives in ``manifest.json``. Publishing writes a
 hidden staging directory and renames it into place, so a killed run leaves no half-written version and
-two runs publishing the same name at once get different version numbers.
+two runs publishing the same name at once get different version numbers. Removing deletes only what
+publishing wrote, inside the root (``versiondirs``), and a broken version is listed as ``Invalid``.
 """
 
 from __future__ import annotations
@@ -15,11 +16,7 @@ import json
 import os
 import pickle
 import re
-import secrets
-import socket
-import stat
 import sys
-import time
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -38,16 +35,18 @@ from qkanforecast.files import (
     write_synced,
 )
 from qkanforecast.manifest import FORMAT_VERSION, Manifest, Weights
+from qkanforecast.versiondirs import (
+    MANIFEST,
+    WEIGHTS,
+    check_owned,
+    delete_owned,
+    is_stale,
+    staging_name,
+)
 
-MANIFEST = "manifest.json"
-WEIGHTS = "model.pt"
-OWNED = frozenset({WEIGHTS, MANIFEST})  # the only files a version directory holds; rm removes nothing else
 MAX_MANIFEST_BYTES = 256 << 20  # a manifest holds a few numbers per series: 10,000 series are ~1 MB
-STALE_SECONDS = 3600  # a staging directory of another machine this old is left over (publishing takes ~1 s)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _VERSION = re.compile(r"^v([1-9][0-9]*)$")
-# .staging-<pid>@<host>-<token>: who is publishing, so that a stale one (its process gone) can be removed
-_STAGING = re.compile(r"^\.staging-(?:(?P<pid>[0-9]+)@(?P<host>[A-Za-z0-9._-]*)-)?[A-Za-z0-9_]+$")
 
 
 def default_root() -> Path:
@@ -79,72 +78,6 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())[:64]
-
-
-def _staging_name() -> str:
-    """A hidden directory name that says which process on which machine is publishing into it."""
-    return f".staging-{os.getpid()}@{_host()}-{secrets.token_hex(4)}"
-
-
-def _is_stale(path: Path) -> bool:
-    """A staging directory left by a publish or removal that was killed: its process is gone (same
-    machine), or it is older than any publish takes."""
-    m = _STAGING.match(path.name)
-    if not m:
-        return False
-    try:
-        if time.time() - path.lstat().st_mtime > STALE_SECONDS:
-            return True
-    except FileNotFoundError:
-        return False
-    if m.group("pid") is None or m.group("host") != _host():
-        return False
-    pid = int(m.group("pid"))
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # it exists, owned by someone else
-        return False
-    return False
-
-
-def _check_owned(path: Path) -> None:
-    """Refuse to remove ``path`` unless it is a real directory holding only files the registry writes."""
-    try:
-        info = path.lstat()
-    except FileNotFoundError:
-        raise QKANForecastError(f"{path}: does not exist") from None
-    if stat.S_ISLNK(info.st_mode):
-        raise QKANForecastError(
-            f"{path}: is a symbolic link, not a version the registry wrote; nothing was removed "
-            "(remove the link yourself)"
-        )
-    if not stat.S_ISDIR(info.st_mode):
-        raise QKANForecastError(f"{path}: is not a directory; nothing was removed")
-    foreign = sorted(
-        child.name for child in os.scandir(path)
-        if child.name not in OWNED or not (child.is_file(follow_symlinks=False) or child.is_symlink())
-    )  # a link named like our files is removed as a link (its target is never touched)
-    if foreign:
-        listing = ", ".join(excerpt(f, 40) for f in foreign[:3]) + (" ..." if len(foreign) > 3 else "")
-        raise QKANForecastError(
-            f"{path}: holds {listing}, which the registry did not write; nothing was removed "
-            "(move them out first)"
-        )
-
-
-def _delete_owned(path: Path) -> None:
-    """Delete a directory that ``_check_owned`` accepted: its own files, then the directory."""
-    for child in OWNED:
-        (path / child).unlink(missing_ok=True)
-    path.rmdir()
 
 
 @dataclass(frozen=True)
@@ -330,7 +263,7 @@ class Registry:
         try:
             folder.mkdir(parents=True, exist_ok=True)
             self._clean_stale(folder)
-            staging = folder / _staging_name()
+            staging = folder / staging_name()
             staging.mkdir(mode=0o700)
         except OSError as exc:
             raise storage_error(folder, exc) from None
@@ -362,7 +295,7 @@ class Registry:
             fsync_dir(folder)
         except BaseException as exc:
             try:
-                _delete_owned(staging)
+                delete_owned(staging)
             except OSError:
                 pass
             if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
@@ -374,10 +307,10 @@ class Registry:
         """Remove the staging directories of killed runs in ``folder``; return them."""
         removed = []
         for path in folder.iterdir():
-            if _STAGING.match(path.name) and _is_stale(path):
+            if is_stale(path):
                 try:
-                    _check_owned(path)
-                    _delete_owned(path)
+                    check_owned(path)
+                    delete_owned(path)
                     removed.append(path)
                 except (QKANForecastError, OSError):
                     pass  # not ours to remove, or gone already
@@ -403,13 +336,14 @@ class Registry:
                 f"{folder}: is a symbolic link, not a directory the registry wrote; nothing was removed"
             )
         targets = [self.resolve(ref)] if sep else [folder / f"v{v}" for v in self.versions(name)]
-        stale = [p for p in folder.iterdir() if _STAGING.match(p.name) and _is_stale(p)] if (
-            not sep and folder.is_dir()) else []
+        stale = []
+        if not sep and folder.is_dir():
+            stale = [p for p in folder.iterdir() if is_stale(p)]
         if not targets and not stale:
             self.resolve(name)  # raises the unknown-model error
         root = os.path.realpath(self.root)
         for path in targets + stale:
-            _check_owned(path)
+            check_owned(path)
             if os.path.dirname(os.path.realpath(path)) != os.path.join(root, name):
                 raise QKANForecastError(f"{path}: is outside the registry {self.root}; nothing was removed")
             for place in (folder, path):
@@ -418,10 +352,10 @@ class Registry:
         removed = []
         for path in targets + stale:
             try:
-                hidden = path if path in stale else folder / _staging_name()
+                hidden = path if path in stale else folder / staging_name()
                 if hidden != path:
                     os.rename(path, hidden)
-                _delete_owned(hidden)
+                delete_owned(hidden)
             except OSError as exc:
                 raise QKANForecastError(f"{path}: cannot remove it ({exc.strerror or exc})") from None
             label = f"{name}@{path.name}" if path in targets else f"{name} (left over: {path.name})"
