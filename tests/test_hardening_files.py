@@ -152,6 +152,13 @@ def test_item_04_messages_escape_control_characters_and_quote_short_excerpts(tmp
     assert not any(ord(c) < 32 for c in message[:-1]) and "\x1b" not in message
     assert "\\x1b]0;owned\\x07\\x1b[31mred" in message
 
+    gappy = tmp_path / "gappy.csv"  # the ingest report names the series it filled
+    gappy.write_text("unique_id,ds,y\n\x1b[31mred,2024-01-01 00:00,1\n\x1b[31mred,2024-01-01 00:20,2\n"
+                     "\x1b[31mred,2024-01-01 00:30,3\n")
+    result = run("ingest", gappy, "--fill", "linear", "--freq", "10min", "-o", tmp_path / "out.csv")
+    assert result.exit_code == 0, result.stderr
+    assert "\\x1b[31mred: 1 missing timestamps" in result.stderr and "\x1b" not in result.stderr
+
     binary = tmp_path / "binary.csv"
     noise = bytes(b for b in range(256) if b not in b"\r\n,;\t")
     binary.write_bytes(noise * 40 + b"\n1,2\n")  # 10 KB of every other byte before the first newline

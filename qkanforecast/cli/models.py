@@ -23,22 +23,21 @@ def models_list(
     """List every registered model version (a broken one as invalid, with the reason)."""
     import pandas as pd
 
-    from qkanforecast.errors import printable
+    from qkanforecast.registry import Invalid
 
     reg = open_registry(registry)
     listing = reg.listing()
     rows = pd.DataFrame([e.summary() for e in listing])
     if rows.empty:
         say(f"no models in registry {reg.root}")
-    if "invalid" in rows and not as_json:  # the reason quotes the manifest: escape it; blanks, not NaN
-        rows["invalid"] = [printable(r) if isinstance(r, str) else "" for r in rows["invalid"]]
+    if "invalid" in rows and not as_json:  # blanks, not NaN, where a column does not apply
         for col in ("parameters", "lookback", "horizon", "series"):
             if col in rows:
                 rows[col] = rows[col].astype("Int64")
         rows = rows.astype(object).where(rows.notna(), "")
     show_table(rows, f"registry {reg.root}", Console(), as_json)
     for entry in listing:
-        if not hasattr(entry, "manifest"):
+        if isinstance(entry, Invalid):
             say(f"note: {entry.ref} is invalid; `qkanforecast models rm {entry.ref}` removes it")
 
 

@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table as RichTable
+from rich.text import Text
 
 from qkanforecast.cli.app import say
+from qkanforecast.errors import printable
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -19,7 +21,14 @@ if TYPE_CHECKING:
 
 
 def show_table(frame: pd.DataFrame, title: str, console: Console, as_json: bool) -> None:
-    """A table as JSON lines, a rich table on a terminal, or plain aligned text in a pipe."""
+    """A table as JSON lines, a rich table on a terminal, or plain aligned text in a pipe.
+
+    Text cells (series ids, reasons) come from the input: control characters are escaped in the table
+    forms (JSON escapes them itself) and rich never reads them as markup."""
+    if not as_json:
+        frame = frame.copy()
+        for col in frame.columns[frame.dtypes.map(lambda d: d.kind == "O")]:
+            frame[col] = [printable(v) if isinstance(v, str) else v for v in frame[col]]
     if as_json:
         for row in frame.to_dict(orient="records"):
             text = json.dumps({k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()})
@@ -29,7 +38,7 @@ def show_table(frame: pd.DataFrame, title: str, console: Console, as_json: bool)
         for col in frame.columns:
             table.add_column(str(col), justify="right" if frame[col].dtype.kind in "if" else "left")
         for row in frame.itertuples(index=False):
-            table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
+            table.add_row(*(Text(f"{v:.4g}" if isinstance(v, float) else str(v)) for v in row))
         console.print(table)
     elif len(frame):
         text = frame.to_string(index=False, float_format=lambda v: f"{v:.4g}")

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from qkanforecast.data.table import Table
+from qkanforecast.errors import printable
 
 
 def print_report(table: Table | dict[str, Any], console: Any, as_json: bool = False) -> None:
@@ -15,8 +16,12 @@ def print_report(table: Table | dict[str, Any], console: Any, as_json: bool = Fa
         console.print(json.dumps(report), markup=False, highlight=False, soft_wrap=True)
         return
     from rich.table import Table as RichTable
+    from rich.text import Text
 
-    t = RichTable(title=f"ingest: {report.get('source', '')}", show_header=False, title_justify="left")
+    def cell(value: Any) -> Text:  # ids and notes quote the input: no markup, control characters escaped
+        return Text(printable(str(value)))
+
+    t = RichTable(title=cell(f"ingest: {report.get('source', '')}"), show_header=False, title_justify="left")
     t.add_column("item", style="bold")
     t.add_column("value")
     labels = [("rows_read", "rows read"), ("rows", "rows written"), ("series", "series"),
@@ -31,10 +36,10 @@ def print_report(table: Table | dict[str, Any], console: Any, as_json: bool = Fa
             value = report[key]
             if key == "freq" and report.get("freq_inferred"):
                 value = f"{value} (inferred)"
-            t.add_row(name, str(value))
+            t.add_row(name, cell(value))
     for ex in report.get("filled_examples", [])[:5]:
-        t.add_row("  filled", f"{ex['unique_id']}: {ex['missing_timestamps']} missing timestamps, "
-                  f"{ex['nan_or_inf']} NaN/inf")
+        t.add_row("  filled", cell(f"{ex['unique_id']}: {ex['missing_timestamps']} missing timestamps, "
+                                   f"{ex['nan_or_inf']} NaN/inf"))
     for note in report.get("notes", []):
-        t.add_row("note", note)
+        t.add_row("note", cell(note))
     console.print(t)
