@@ -22,9 +22,18 @@ def from_dict(cls: type[C], data: Any, where: str = "") -> C:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise QKANForecastError(f"{label}: unknown key {unknown[0]!r}; known: {', '.join(fields)}")
+    missing = [name for name, f in fields.items() if name not in data and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise QKANForecastError(f"{label}: missing key {missing[0]!r}")
     hints = typing.get_type_hints(cls)
     values = {key: _check_type(hints[key], value, f"{label}.{key}") for key, value in data.items()}
-    return cls(**values)
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as exc:  # a check of the class itself (ConfigError passes through)
+        if isinstance(exc, QKANForecastError):
+            raise
+        raise QKANForecastError(f"{label}: {exc}") from None
 
 
 def _check_type(hint: Any, value: Any, label: str) -> Any:

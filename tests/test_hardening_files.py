@@ -113,6 +113,7 @@ def _break(path, mutate):
          "manifest.scaler: 0 series but schema.series says 1"),
         ("scale", lambda p: _break(p, lambda m: m["scaler"].update(scale=[0.0])),
          "scales finite and positive"),
+        ("missing", lambda p: _break(p, lambda m: m.pop("scaler")), "manifest: missing key 'scaler'"),
         ("type", lambda p: _break(p, lambda m: m["data"].update(lookback="16")),
          "manifest.data.lookback: expected int, got '16'"),
         ("calibration", lambda p: _break(p, lambda m: m.update(calibration={
