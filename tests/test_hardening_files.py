@@ -340,21 +340,25 @@ def test_item_27_sigterm_is_handled_like_ctrl_c(panel, tmp_path):
 # -- 28. the README's cron script runs under cron's PATH -----------------------------------------------------
 @pytest.mark.slow
 def test_item_28_readme_cron_script_runs_under_crons_path(tmp_path):
-    """The nightly script of the README, with /srv/fc moved to a temporary directory, run the way cron runs
-    it: a bare environment with PATH=/usr/bin:/bin."""
+    """The nightly script and job file of the README, with /srv/fc moved to a temporary directory, run the
+    way cron runs them: a bare environment with PATH=/usr/bin:/bin."""
+    pytest.importorskip("matplotlib")  # the script draws the forecast too
     readme = (ROOT / "README.md").read_text()
-    script = readme.split("as `/srv/fc/nightly.sh`:", 1)[1].split("```", 2)[1]
+    cron = readme.split("## Cron and pipelines", 1)[1]
+    job = cron.split("`/srv/fc/nightly.toml`:", 1)[1].split("```", 2)[1]
+    script = cron.split("`/srv/fc/nightly.sh`:", 1)[1].split("```", 2)[1]
+    for name, text in (("nightly.toml", job), ("nightly.sh", script)):
+        (tmp_path / name).write_text(text.lstrip().replace("/srv/fc", str(tmp_path)))
     (tmp_path / ".venv").symlink_to(Path(sys.executable).parent.parent)
-    (tmp_path / "nightly.sh").write_text(script.lstrip().replace("/srv/fc", str(tmp_path)))
     sine_panel().to_parquet(tmp_path / "last28d.parquet")
-    env = {"QKANFORECAST_HOME": str(tmp_path / "registry")}
-    first = run("train", tmp_path / "last28d.parquet", *FAST, "--name", "cells", "-q", env=env)
+    first = run("train", tmp_path / "last28d.parquet", *FAST, "--name", "cells", "--registry",
+                tmp_path / "registry", "-q")
     assert first.exit_code == 0 and first.stdout == "cells@v1\n", first.stderr
-    cron = {**env, "PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(["/bin/sh", tmp_path / "nightly.sh"], env=cron, capture_output=True, text=True,
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    done = subprocess.run(["/bin/sh", tmp_path / "nightly.sh"], env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr
-    assert (tmp_path / "tomorrow.parquet").exists()
+    assert (tmp_path / "tomorrow.parquet").exists() and (tmp_path / "tomorrow.png").exists()
     assert "thread count" in readme.split("## Quick start", 1)[1].split("## Commands", 1)[0]
 
 

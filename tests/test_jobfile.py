@@ -11,6 +11,7 @@ from qkanforecast.registry import Registry
 TRAIN = """
 [train]
 model = "lstm"
+name = "lstm"
 horizon = 2
 lookback = 16
 hidden-size = 4

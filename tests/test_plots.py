@@ -238,7 +238,7 @@ def test_models_trained_before_ranges_are_drawn_over_one_period(tmp_path):
 
 def test_lstm_has_no_activations(demo, tmp_path):
     reg = tmp_path / "reg"
-    trained = run("train", demo["data"], "--model", "lstm", "--registry", reg, *FAST)
+    trained = run("train", demo["data"], "--model", "lstm", "--name", "lstm", "--registry", reg, *FAST)
     result = run(
         "plot", "activations", "-m", trained.stdout.strip(), "--registry", reg, "-o", tmp_path / "a.png"
     )

@@ -97,8 +97,7 @@ def _read_job_file(ctx: typer.Context, value: Path | None) -> Path | None:
     try:
         defaults = load_job_file(value, node.command, names[::-1], ctx)
     except QKANForecastError as exc:
-        say(f"Error: {exc}")
-        raise typer.Exit(1) from None
+        raise fail(str(exc)) from None
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     return value
 
