@@ -26,6 +26,7 @@ from qkanforecast.cli.app import (
     user_errors,
     with_input,
 )
+from qkanforecast.files import check_output
 
 plot_app = App(
     no_args_is_help=True,
@@ -119,6 +120,7 @@ def plot_forecast(
 
     require_matplotlib()
     image_format(output)
+    check_output(output)  # a bad -o is found out before the drawing
     if data == "-" and forecast == "-":
         raise QKANForecastError("DATA and FORECAST cannot both be stdin (-); give one of them as a file")
     result = read_result(forecast, ("unique_id", "ds"), "forecast")
@@ -181,6 +183,7 @@ def plot_backtest(
 
     require_matplotlib()
     image_format(output)
+    check_output(output)  # a bad -o is found out before the drawing
     result = read_result(backtest, ("unique_id", "ds", "cutoff", "y"), "backtest")
     chosen = _select(result.frame, series, max_series, f"the backtest {backtest}")
     zone = tz or result.zone
@@ -213,6 +216,7 @@ def plot_activations(
 
     require_matplotlib()
     image_format(output)
+    check_output(output)  # a bad -o is found out before the drawing
     predictor = Predictor.load(model, open_registry(registry))
     entry = predictor.entry
     if not qkan_cells(predictor.model):
