@@ -9,6 +9,7 @@ give bitwise the same weights.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -231,6 +232,8 @@ def resolve(settings: Settings, table: Table) -> Settings:
     if model.recurrent_steps is None:
         model = replace(model, recurrent_steps=min(data.lookback, max(2 * season, 168)))
     model = replace(model, skip=model.skip_base, lags=model.uses_lags, ensemble=model.members)
+    if len(model.members) == 1:  # one member: a single model reading that many days of lags
+        model = replace(model, lag_days=model.members[0], ensemble=[])
     return Settings(model, data, settings.train)
 
 
@@ -306,10 +309,36 @@ def fit_members(
 
         history += [replace(r, epoch=r.epoch + offset) for r in fit(member, train_ds, val_ds, config, shown)]
     best = min(history[offset:], key=lambda e: e.val_loss)
-    if len(members) > 1 and val_ds is not None and len(val_ds):
+    if isinstance(model, Ensemble) and val_ds is not None and len(val_ds):
         index = sample_windows(len(val_ds), config.max_windows, config.seed)
+        choose_weights(model, val_ds, config.loss, index)
         best = replace(best, val_loss=evaluate_loss(model, val_ds, config.loss, index=index))
     return history, best
+
+
+WEIGHT_STEP = 0.1  # the grid of ensemble weights tried on the validation windows
+
+
+@torch.no_grad()
+def choose_weights(model: Ensemble, val_ds: WindowDataset, loss: Loss, index: np.ndarray | None) -> None:
+    """Set the ensemble's weights to the point of a 0.1 grid on the simplex (two or three members; more
+    keep equal weights) with the lowest validation loss; ties go to the most even weights."""
+    k = len(model.members)
+    if k > 3:
+        return
+    model.eval()
+    outs, ys = [], []
+    for x, future, y in _batches(val_ds, 1024, index):
+        outs.append(torch.stack([m(x, future) for m in model.members], dim=-1))  # [N, H, K]
+        ys.append(y)
+    stacked, target = torch.cat(outs).double(), torch.cat(ys).double()
+    steps = round(1 / WEIGHT_STEP)
+    grid = [w for w in itertools.product(range(steps + 1), repeat=k) if sum(w) == steps]
+    candidates = torch.tensor(grid, dtype=torch.float64) / steps  # [G, K]
+    losses = torch.stack([LOSSES[loss](stacked @ w, target) for w in candidates])
+    spread = (candidates - 1.0 / k).abs().sum(1)
+    best = min(range(len(grid)), key=lambda g: (round(float(losses[g]), 12), float(spread[g])))
+    model.weights.copy_(candidates[best].to(model.weights.dtype))
 
 
 def train(

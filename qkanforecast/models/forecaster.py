@@ -143,7 +143,10 @@ class Forecaster(nn.Module):
 
 class Ensemble(nn.Module):
     """Members that differ in the days of lags they read (``config.ensemble``), trained apart and
-    averaged: ``x [N, X, F], future [N, H, C] -> [N, H]`` like one ``Forecaster``."""
+    combined with ``weights`` (a buffer, equal until training chooses them on the validation windows):
+    ``x [N, X, F], future [N, H, C] -> [N, H]`` like one ``Forecaster``."""
+
+    weights: Tensor
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -151,9 +154,12 @@ class Ensemble(nn.Module):
         self.members = nn.ModuleList(
             [Forecaster(replace(config, ensemble=[], lag_days=days)) for days in config.ensemble or []]
         )
+        k = len(self.members)
+        self.register_buffer("weights", torch.full((k,), 1.0 / k))
 
     def forward(self, x: Tensor, future: Tensor | None = None) -> Tensor:
-        return torch.stack([m(x, future) for m in self.members]).mean(0)
+        outs = torch.stack([m(x, future) for m in self.members], dim=-1)  # [N, H, K]
+        return outs @ self.weights.to(outs.dtype)
 
 
 def build_model(config: ModelConfig) -> Forecaster | Ensemble:
