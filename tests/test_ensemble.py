@@ -37,13 +37,35 @@ def test_day_ahead_default_is_an_ensemble_of_lag_contexts_trained_apart(hourly, 
                               strict=True):
         assert torch.equal(a, b), k
 
-    # the forecast is the members' mean; the 2-day member differs from the 7-day one
+    # the forecast is the members' weighted sum; the 2-day member differs from the 7-day one
+    w = p.model.weights
+    assert float(w.sum()) == pytest.approx(1.0) and bool((w >= 0).all())
     x = torch.randn(3, SMALL["lookback"], 1 + 4)
     future = torch.randn(3, 24, 4)
     with torch.no_grad():
         outs = [m(x, future) for m in p.model.members]
         assert not torch.allclose(outs[0], outs[1])
-        torch.testing.assert_close(p.model(x, future), (outs[0] + outs[1]) / 2)
+        torch.testing.assert_close(p.model(x, future), w[0] * outs[0] + w[1] * outs[1])
+
+
+def test_ensemble_weights_minimise_the_validation_loss(hourly):
+    from qkanforecast.config import Loss
+    from qkanforecast.models import build_model
+    from qkanforecast.train import choose_weights, evaluate_loss
+    from qkanforecast.windows import make_datasets
+
+    settings = Settings().updated({**SMALL, "ensemble": [7, 2]})
+    _, val, _, _ = make_datasets(hourly, SMALL["lookback"], 24, val_size=0.2, calendar=True)
+    torch.manual_seed(0)
+    model = build_model(settings.model)
+    with torch.no_grad():  # member 2 with its weights scaled 50x: a much worse forecaster
+        for p in model.members[1].parameters():
+            p.mul_(50.0)
+    choose_weights(model, val, Loss.MAE, None)
+    chosen = evaluate_loss(model, val, Loss.MAE)
+    for w0 in (0.0, 0.3, 0.5, 0.8, 1.0):
+        model.weights.copy_(torch.tensor([w0, 1 - w0]))
+        assert chosen <= evaluate_loss(model, val, Loss.MAE) + 1e-9
 
 
 def test_ensemble_option(hourly, tmp_path):
