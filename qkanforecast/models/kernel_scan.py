@@ -10,8 +10,9 @@ Under ``torch.no_grad`` (forecasting) the kernel runs the forward alone and allo
 backward. With gradients, the forward saves per sample and step what the backward needs; the weight
 gradients are one matrix product over all steps and samples afterwards (torch).
 
-Threads: numba runs as many threads as torch (``torch.get_num_threads()``, which the CLI's ``--threads``
-sets through OMP_NUM_THREADS), so the two never oversubscribe the machine.
+Threads: the batch is split into as many parts as torch has threads (``torch.get_num_threads()``, which
+the CLI's ``--threads`` sets through OMP_NUM_THREADS), each run by a kernel without the GIL, so the two
+never oversubscribe the machine.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from typing import Any, cast
 
@@ -72,15 +75,36 @@ def _kernels() -> Any:
     return kernels
 
 
-def _threads() -> None:
-    import numba
-
-    most = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), most)))
+def _parallel(n: int, unit: int, fn: Callable[[int, int], None]) -> None:
+    """fn(lo, hi) over consecutive parts of range(n), cut at multiples of ``unit``, one part per torch thread
+    (the kernels release the GIL; ``torch.get_num_threads()`` follows the CLI's --threads)."""
+    parts = max(1, min(torch.get_num_threads(), -(-n // unit)))
+    if parts == 1:
+        fn(0, n)
+        return
+    units = -(-n // unit)
+    cuts = [min(n, unit * (units * p // parts)) for p in range(parts + 1)]
+    with ThreadPoolExecutor(parts) as pool:
+        for f in [pool.submit(fn, lo, hi) for lo, hi in zip(cuts, cuts[1:], strict=False) if hi > lo]:
+            f.result()
 
 
 def _np(t: Tensor) -> Any:
     return t.detach().contiguous().numpy()
+
+
+def _call(kernel: Any, inputs: list[Any], buffers: list[Tensor], shared: tuple[Any, ...]) -> Any:
+    """(lo, hi, *extra) -> kernel(*inputs[lo:hi], *shared, *buffers[lo:hi], *extra): one part of the batch
+    (every input and buffer is per sample along its first dimension; empty buffers stay empty)."""
+    arrays = [b.numpy() for b in buffers]
+
+    def call(lo: int, hi: int, *extra: Any) -> None:
+        def cut(a: Any) -> Any:
+            return a[lo:hi] if a.shape[0] else a
+
+        kernel(*(cut(a) for a in inputs), *shared, *(cut(a) for a in arrays), *extra)
+
+    return call
 
 
 def kernel_scan(block: SpectralBlock, pre: Tensor, h0: Tensor, c0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -104,7 +128,6 @@ class _BornScan(torch.autograd.Function):
         ctx: Any, block: BornBlock, save: bool, pre: Tensor, h0: Tensor, c0: Tensor, wt: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
         k = _kernels()
-        _threads()
         n, length, g4 = pre.shape
         d = h0.shape[-1]
         nf = wt.shape[0]
@@ -116,11 +139,9 @@ class _BornScan(torch.autograd.Function):
         tcs = torch.empty(*m, d, **kw)
         has_bw = block.bw is not None
         slopes = torch.empty(*(m if has_bw else (0, 0)), d, **kw)
-        k.born_forward(
-            _np(pre), _np(h0), _np(c0), _np(wt), block.reps, has_bw, save,
-            out.numpy(), h_n.numpy(), c_n.numpy(), feats.numpy(), acts.numpy(), cs.numpy(), tcs.numpy(),
-            slopes.numpy(),
-        )  # fmt: skip
+        buffers = [out, h_n, c_n, feats, acts, cs, tcs, slopes]
+        shared = (_np(wt), block.reps, has_bw, save)
+        _parallel(n, 1, _call(k.born_forward, [_np(pre), _np(h0), _np(c0)], buffers, shared))
         if save:
             ctx.save_for_backward(wt, feats, acts, cs, tcs, slopes)
             ctx.meta = (block.reps, has_bw)
@@ -129,17 +150,14 @@ class _BornScan(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, dout: Tensor, dh_n: Tensor, dc_n: Tensor) -> tuple[Tensor | None, ...]:
         k = _kernels()
-        _threads()
         wt, feats, acts, cs, tcs, slopes = ctx.saved_tensors
         reps, has_bw = ctx.meta
         n, length, d = dout.shape
         dpre = torch.empty(n, length, wt.shape[1], dtype=dout.dtype)
         dh0, dc0 = torch.empty(n, d, dtype=dout.dtype), torch.empty(n, d, dtype=dout.dtype)
-        k.born_backward(
-            _np(dout), _np(dh_n), _np(dc_n), _np(wt.t()), reps, has_bw,
-            feats.numpy(), acts.numpy(), cs.numpy(), tcs.numpy(), slopes.numpy(),
-            dpre.numpy(), dh0.numpy(), dc0.numpy(),
-        )  # fmt: skip
+        inputs = [_np(dout), _np(dh_n), _np(dc_n)]
+        buffers = [feats, acts, cs, tcs, slopes, dpre, dh0, dc0]
+        _parallel(n, 1, _call(k.born_backward, inputs, buffers, shared=(_np(wt.t()), reps, has_bw)))
         dwt = feats.view(n * length, -1).t() @ dpre.view(n * length, -1)
         return None, None, dpre, dh0, dc0, dwt
 
@@ -147,10 +165,10 @@ class _BornScan(torch.autograd.Function):
 _CHUNK = 16  # samples per partial sum of the fast read-out's coefficient gradients (fixed: deterministic)
 
 
-def _opt(t: Tensor | None, shape: tuple[int, ...]) -> Any:
+def _opt(t: Tensor | None, shape: tuple[int, ...], dtype: torch.dtype) -> Any:
     """An optional block tensor as a numpy array of ``shape``, or an empty [0, 0] one for None."""
     if t is None:
-        return torch.empty(0, 0, dtype=torch.float64).numpy()
+        return torch.empty(0, 0, dtype=dtype).numpy()
     return _np(t.reshape(shape))
 
 
@@ -172,7 +190,6 @@ class _FastScan(torch.autograd.Function):
         pw_t: Tensor | None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         k = _kernels()
-        _threads()
         n, length, g4 = pre.shape
         d = h0.shape[-1]
         kw: dict[str, Any] = {"dtype": pre.dtype}
@@ -182,12 +199,10 @@ class _FastScan(torch.autograd.Function):
         feats, acts = torch.empty(*m, ct.shape[1] * d, **kw), torch.empty(*m, g4, **kw)
         sil, tcs, slopes = (torch.empty(*m, d, **kw) for _ in range(3))
         cs = torch.empty(m[0], m[1] + save, d, **kw)
-        args = (_np(cz.reshape(d, g4)), _np(ct), _opt(bwt, (d, g4)), _opt(pw_t, (d, g4)), block.reps, eps**2)
-        k.fast_forward(
-            _np(pre), _np(h0), _np(c0), *args, save,
-            out.numpy(), h_n.numpy(), c_n.numpy(), feats.numpy(), sil.numpy(), acts.numpy(), cs.numpy(),
-            tcs.numpy(), slopes.numpy(),
-        )  # fmt: skip
+        bw, pw = _opt(bwt, (d, g4), pre.dtype), _opt(pw_t, (d, g4), pre.dtype)
+        args = (_np(cz.reshape(d, g4)), _np(ct), bw, pw, block.reps, eps**2)
+        buffers = [out, h_n, c_n, feats, sil, acts, cs, tcs, slopes]
+        _parallel(n, 1, _call(k.fast_forward, [_np(pre), _np(h0), _np(c0)], buffers, shared=(*args, save)))
         if save:
             ctx.save_for_backward(feats, sil, acts, cs, tcs, slopes)
             ctx.args = args
@@ -196,7 +211,6 @@ class _FastScan(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, dout: Tensor, dh_n: Tensor, dc_n: Tensor) -> tuple[Tensor | None, ...]:
         k = _kernels()
-        _threads()
         feats, sil, acts, cs, tcs, slopes = ctx.saved_tensors
         cz, ct, bw, pw, reps, tiny = ctx.args
         n, length, d = dout.shape
@@ -210,11 +224,16 @@ class _FastScan(torch.autograd.Function):
         dpre = torch.empty(n, length, g4, **kw)
         dh0, dc0 = torch.empty(n, d, **kw), torch.empty(n, d, **kw)
         acc = torch.zeros((n + _CHUNK - 1) // _CHUNK, d, 2 * reps + 1 + has_pw, g4, dtype=torch.float64)
-        k.fast_backward(
-            _np(dout), _np(dh_n), _np(dc_n), cz, ct, dct, bw, pw, reps, tiny, cap, _CHUNK,
-            feats.numpy(), acts.numpy(), cs.numpy(), tcs.numpy(), slopes.numpy(),
-            dpre.numpy(), dh0.numpy(), dc0.numpy(), acc.numpy(),
-        )  # fmt: skip
+        inputs = [_np(dout), _np(dh_n), _np(dc_n)]
+        buffers = [feats, acts, cs, tcs, slopes, dpre, dh0, dc0]
+        shared = (cz, ct, dct, bw, pw, reps, tiny, cap, _CHUNK)
+        acc_np = acc.numpy()
+
+        def part(lo: int, hi: int) -> None:  # lo, hi: multiples of _CHUNK (hi = n at the end)
+            call = _call(k.fast_backward, inputs, buffers, shared=shared)
+            call(lo, hi, acc_np[lo // _CHUNK : -(-hi // _CHUNK)])
+
+        _parallel(n, _CHUNK, part)
         sums = acc.sum(0).to(dout.dtype)
         nt = 2 * reps
         dcz, dct_ = sums[:, nt : nt + 1], sums[:, :nt]
@@ -223,3 +242,20 @@ class _FastScan(torch.autograd.Function):
         if bw.shape[0] > 0:
             dbw = sil.view(n * length, d).t() @ dpre.view(n * length, g4)
         return None, None, dpre, dh0, dc0, dcz, dct_, dbw, dpw
+
+
+def warm_up() -> list[str]:
+    """Compile every kernel for float32 and float64 into numba's on-disk cache (``make install`` runs it:
+    a first compile takes tens of seconds); returns what ran. Nothing happens without numba."""
+    if not numba_available():
+        return []
+    from ..config import QKANSpec
+    from .lstm import QKANLSTM
+
+    done = []
+    for dtype in (torch.float32, torch.float64):
+        for readout in ("born", "fast"):
+            model = QKANLSTM(1, 2, spec=QKANSpec(readout=readout)).to(dtype)  # type: ignore[arg-type]
+            model(torch.zeros(2, 3, 1, dtype=dtype))[0].sum().backward()
+            done.append(f"{readout} {str(dtype).removeprefix('torch.')}")
+    return done

@@ -1,0 +1,151 @@
+"""The numba kernels of the QKAN-LSTM recurrence against the torch path, and when each path runs."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from qkanforecast.config import QKANSpec
+from qkanforecast.models import HQKANLSTM, QKANLSTM, kernel_scan, scan
+
+F64 = torch.float64
+needs_numba = pytest.mark.skipif(not kernel_scan.numba_available(), reason="numba (the [fast] extra) absent")
+EXTRAS = [dict(), dict(postact_trainable=True, base_weight=False)]
+
+
+def _grads(model: nn.Module, x: torch.Tensor, dtype: torch.dtype = F64) -> list[torch.Tensor]:
+    """Outputs, states and every gradient (input, initial state, parameters) of one backward."""
+    model = copy.deepcopy(model).to(dtype)
+    xx = x.to(dtype).clone().requires_grad_()
+    n = x.shape[0]
+    cells = len(model.cells)  # type: ignore[arg-type]
+    h0, c0 = (torch.linspace(-0.5, 0.5, cells * n * model.hidden_size, dtype=dtype)  # type: ignore[operator]
+              .view(cells, n, -1).requires_grad_() for _ in range(2))  # fmt: skip
+    out, (h, c) = model(xx, (h0, c0))
+    w = torch.sin(torch.arange(out.numel(), dtype=dtype)).view_as(out)
+    ((out * w).sum() + h.pow(2).sum() + c.sum()).backward()
+    grads = [xx.grad, h0.grad, c0.grad] + [p.grad for p in model.parameters()]
+    return [t.detach().double() for t in [out, h, c, *grads]]  # type: ignore[union-attr]
+
+
+def _model(readout: str, extras: dict[str, bool], scale: float = 0.3, hidden: int = 3) -> nn.Module:
+    torch.manual_seed(0)
+    spec = QKANSpec(readout=readout, **extras)  # type: ignore[arg-type]
+    model = QKANLSTM(2, hidden, num_layers=2, bias=not extras, spec=spec)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(scale * torch.randn_like(p))
+    return model
+
+
+@needs_numba
+@pytest.mark.parametrize("readout", ["born", "fast"])
+@pytest.mark.parametrize("extras", EXTRAS)
+def test_kernels_match_the_torch_path_in_float64(monkeypatch, readout: str, extras: dict[str, bool]) -> None:
+    model, x = _model(readout, extras), torch.randn(5, 9, 2, dtype=F64)
+    monkeypatch.setenv("QKANFORECAST_KERNEL", "numba")
+    kernel = _grads(model, x)
+    monkeypatch.setenv("QKANFORECAST_KERNEL", "torch")
+    torch_path = _grads(model, x)
+    for a, b in zip(kernel, torch_path, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+
+
+@needs_numba
+@pytest.mark.parametrize("readout", ["born", "fast"])
+def test_kernels_match_the_torch_path_in_float32(monkeypatch, readout: str) -> None:
+    """To 1e-6 at the default initialisation, and never further from the float64 result than the torch
+    path itself (float32 rounding, amplified by the recurrence, is what separates the two)."""
+    model, x = _model(readout, {}, scale=0.0, hidden=4), torch.randn(16, 12, 2)
+    monkeypatch.setenv("QKANFORECAST_KERNEL", "torch")
+    exact = _grads(model, x, F64)
+    torch_path = _grads(model, x, torch.float32)
+    monkeypatch.setenv("QKANFORECAST_KERNEL", "numba")
+    kernel = _grads(model, x, torch.float32)
+    for a, b, ref in zip(kernel, torch_path, exact, strict=True):
+        scale = ref.abs().max().item()
+        torch.testing.assert_close(a, b, atol=1e-6 * max(scale, 1.0), rtol=1e-6)
+        assert (a - ref).abs().max() <= 2 * (b - ref).abs().max() + 1e-7 * scale
+
+
+@needs_numba
+@pytest.mark.parametrize("readout", ["born", "fast"])
+def test_forecasting_runs_the_forward_alone(monkeypatch, readout: str) -> None:
+    """Under no_grad the kernel gets empty backward buffers, and the outputs are those of a training run."""
+    from qkanforecast.models import kernels
+
+    name = f"{readout}_forward"
+    real = getattr(kernels, name)
+    saved: list[bool] = []
+
+    def spy(*args: object) -> None:
+        saved.append(args[6] if readout == "born" else args[9])  # the ``save`` flag
+        buffers = [a for a in args if hasattr(a, "shape") and a.ndim == 3]  # type: ignore[attr-defined]
+        assert all(b.shape[0] > 0 for b in buffers) == saved[-1]  # type: ignore[attr-defined]
+        real(*args)
+
+    monkeypatch.setattr(kernels, name, spy)
+    monkeypatch.setenv("QKANFORECAST_KERNEL", "numba")
+    model, x = _model(readout, {}).double(), torch.randn(3, 6, 2, dtype=F64)
+    with torch.no_grad():
+        fast_out = model(x)[0]
+    trained_out = model(x)[0]
+    assert saved == [False, False, True, True]  # two layers, each without then with buffers
+    torch.testing.assert_close(fast_out, trained_out.detach(), atol=0, rtol=0)
+
+
+@needs_numba
+def test_threads_split_the_batch_without_changing_a_bit(monkeypatch) -> None:
+    monkeypatch.setenv("QKANFORECAST_KERNEL", "numba")
+    model, x = _model("fast", {}), torch.randn(37, 5, 2, dtype=F64)  # 37: parts of uneven length
+    one = _grads(model, x)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    three = _grads(model, x)
+    for a, b in zip(one, three, strict=True):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+def _which_path(monkeypatch, model: nn.Module) -> list[str]:
+    """Run a forward and backward; return which scan ran for each layer ('numba' or 'torch')."""
+    ran: list[str] = []
+    real_kernel, real_torch = kernel_scan.kernel_scan, scan.FusedScan.apply
+
+    def kernel(*args: object) -> object:
+        ran.append("numba")
+        return real_kernel(*args)  # type: ignore[arg-type]
+
+    def torch_path(*args: object) -> object:
+        ran.append("torch")
+        return real_torch(*args)
+
+    monkeypatch.setattr(kernel_scan, "kernel_scan", kernel)
+    monkeypatch.setattr(scan.FusedScan, "apply", torch_path)
+    model(torch.randn(2, 4, 2))[0].sum().backward()
+    return ran
+
+
+def test_the_torch_path_runs_without_numba(monkeypatch) -> None:
+    monkeypatch.delenv("QKANFORECAST_KERNEL", raising=False)
+    monkeypatch.setattr(kernel_scan, "numba_available", lambda: False)
+    assert _which_path(monkeypatch, QKANLSTM(2, 3, num_layers=2)) == ["torch", "torch"]
+    monkeypatch.setenv("QKANFORECAST_KERNEL", "numba")
+    with pytest.raises(RuntimeError, match="numba is not installed"):
+        QKANLSTM(2, 3)(torch.randn(2, 4, 2))
+
+
+@needs_numba
+def test_the_kernels_are_chosen_where_they_apply(monkeypatch) -> None:
+    monkeypatch.delenv("QKANFORECAST_KERNEL", raising=False)
+    assert _which_path(monkeypatch, QKANLSTM(2, 3, num_layers=2)) == ["numba", "numba"]
+    assert _which_path(monkeypatch, HQKANLSTM(2, 3)) == ["torch"]  # encoder and decoder: not covered
+    monkeypatch.setenv("QKANFORECAST_KERNEL", "torch")
+    assert _which_path(monkeypatch, QKANLSTM(2, 3)) == ["torch"]
+    monkeypatch.setenv("QKANFORECAST_KERNEL", "numba")
+    with pytest.raises(RuntimeError, match="do not cover"):
+        HQKANLSTM(2, 3)(torch.randn(2, 4, 2))
+    monkeypatch.setenv("QKANFORECAST_KERNEL", "fastest")
+    with pytest.raises(ValueError, match="QKANFORECAST_KERNEL must be one of auto, numba, torch"):
+        QKANLSTM(2, 3)(torch.randn(2, 4, 2))
