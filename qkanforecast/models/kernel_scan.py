@@ -93,16 +93,23 @@ def _np(t: Tensor) -> Any:
     return t.detach().contiguous().numpy()
 
 
-def _call(kernel: Any, inputs: list[Any], buffers: list[Tensor], shared: tuple[Any, ...]) -> Any:
-    """(lo, hi, *extra) -> kernel(*inputs[lo:hi], *shared, *buffers[lo:hi], *extra): one part of the batch
-    (every input and buffer is per sample along its first dimension; empty buffers stay empty)."""
+def _call(
+    kernel: Any, inputs: list[Any], buffers: list[Tensor], shared: tuple[Any, ...], step_major: int = 0
+) -> Any:
+    """(lo, hi, *extra) -> kernel(*inputs[lo:hi], *shared, *buffers[lo:hi], *extra): one part of the batch.
+    Inputs are sample-major [N, ...]; buffers too, except the last ``step_major`` ones, [L, N, ...] (empty
+    buffers stay empty)."""
     arrays = [b.numpy() for b in buffers]
+    first = len(arrays) - step_major
 
     def call(lo: int, hi: int, *extra: Any) -> None:
-        def cut(a: Any) -> Any:
-            return a[lo:hi] if a.shape[0] else a
+        def cut(a: Any, axis: int = 0) -> Any:
+            if not a.shape[0]:
+                return a
+            return a[lo:hi] if axis == 0 else a[:, lo:hi]
 
-        kernel(*(cut(a) for a in inputs), *shared, *(cut(a) for a in arrays), *extra)
+        cuts = [cut(a, int(i >= first)) for i, a in enumerate(arrays)]
+        kernel(*(cut(a) for a in inputs), *shared, *cuts, *extra)
 
     return call
 
@@ -133,15 +140,15 @@ class _BornScan(torch.autograd.Function):
         nf = wt.shape[0]
         kw: dict[str, Any] = {"dtype": pre.dtype}
         out, h_n, c_n = torch.empty(n, length, d, **kw), torch.empty(n, d, **kw), torch.empty(n, d, **kw)
-        m = (n, length) if save else (0, 0)
+        m = (length, n) if save else (0, 0)  # step-major, see born_forward
         feats, acts = torch.empty(*m, nf, **kw), torch.empty(*m, g4, **kw)
-        cs = torch.empty(m[0], m[1] + save, d, **kw)
+        cs = torch.empty(m[0] + save, m[1], d, **kw)
         tcs = torch.empty(*m, d, **kw)
         has_bw = block.bw is not None
         slopes = torch.empty(*(m if has_bw else (0, 0)), d, **kw)
         buffers = [out, h_n, c_n, feats, acts, cs, tcs, slopes]
         shared = (_np(wt), block.reps, has_bw, save)
-        _parallel(n, 1, _call(k.born_forward, [_np(pre), _np(h0), _np(c0)], buffers, shared))
+        _parallel(n, 1, _call(k.born_forward, [_np(pre), _np(h0), _np(c0)], buffers, shared, step_major=5))
         if save:
             ctx.save_for_backward(wt, feats, acts, cs, tcs, slopes)
             ctx.meta = (block.reps, has_bw)
@@ -153,13 +160,15 @@ class _BornScan(torch.autograd.Function):
         wt, feats, acts, cs, tcs, slopes = ctx.saved_tensors
         reps, has_bw = ctx.meta
         n, length, d = dout.shape
-        dpre = torch.empty(n, length, wt.shape[1], dtype=dout.dtype)
+        dpre = torch.empty(length, n, wt.shape[1], dtype=dout.dtype)  # step-major
         dh0, dc0 = torch.empty(n, d, dtype=dout.dtype), torch.empty(n, d, dtype=dout.dtype)
         inputs = [_np(dout), _np(dh_n), _np(dc_n)]
-        buffers = [feats, acts, cs, tcs, slopes, dpre, dh0, dc0]
-        _parallel(n, 1, _call(k.born_backward, inputs, buffers, shared=(_np(wt.t()), reps, has_bw)))
-        dwt = feats.view(n * length, -1).t() @ dpre.view(n * length, -1)
-        return None, None, dpre, dh0, dc0, dwt
+        buffers = [dh0, dc0, feats, acts, cs, tcs, slopes, dpre]
+        shared = (_np(wt.t()), reps, has_bw)
+        call = _call(k.born_backward, inputs, buffers, shared, step_major=6)
+        _parallel(n, 1, call)
+        dwt = feats.view(length * n, -1).t() @ dpre.view(length * n, -1)
+        return None, None, dpre.transpose(0, 1), dh0, dc0, dwt
 
 
 _CHUNK = 16  # samples per partial sum of the fast read-out's coefficient gradients (fixed: deterministic)

@@ -139,8 +139,9 @@ def born_forward(  # type: ignore[no-untyped-def]
 ):
     """pre [N, L, G], h0, c0 [N, D], w [F, G] (F = D T (+ D)) -> out [N, L, D], h_n, c_n [N, D].
 
-    With ``save``: feats [N, L, F], acts [N, L, G] (activated gates), cs [N, L + 1, D], tcs [N, L, D]
-    (tanh c_t), slopes [N, L, D] (silu'(h_{t-1}) when ``has_bw``) for the backward.
+    With ``save``, for the backward, step-major (the samples stepped together are neighbours in memory):
+    feats [L, N, F], acts [L, N, G] (activated gates), cs [L + 1, N, D], tcs [L, N, D] (tanh c_t), slopes
+    [L, N, D] (silu'(h_{t-1}) when ``has_bw``).
     """
     n, length, g4 = pre.shape
     d = h0.shape[1]
@@ -158,18 +159,18 @@ def born_forward(  # type: ignore[no-untyped-def]
                 b = b0 + s
                 h, c, sg = hh[s], cc[s], sgg[s]
                 # with ``save``, the features, gates and tanh c go straight into the saved buffers
-                f = feats[b, t] if save else ff[s]
-                gates = acts[b, t] if save else gg[s]
-                tc = tcs[b, t] if save else tcc[s]
+                f = feats[t, b] if save else ff[s]
+                gates = acts[t, b] if save else gg[s]
+                tc = tcs[t, b] if save else tcc[s]
                 _trig(h, reps, cs11[s], f)
                 if has_bw:
                     _silu(h, sg, f[d * nt :])
                     if save:
                         one = like(h[0], 1)
                         for q in range(d):
-                            slopes[b, t, q] = sg[q] * (one + h[q] * (one - sg[q]))
+                            slopes[t, b, q] = sg[q] * (one + h[q] * (one - sg[q]))
                 if save:
-                    _copy(cs[b, t], c)
+                    _copy(cs[t, b], c)
                 _copy(gates, pre[b, t])
                 _gemv(gates, f, w)
                 _cell(gates, d, c, h, tc)
@@ -178,15 +179,15 @@ def born_forward(  # type: ignore[no-untyped-def]
             _copy(h_n[b0 + s], hh[s])
             _copy(c_n[b0 + s], cc[s])
             if save:
-                _copy(cs[b0 + s, length], cc[s])
+                _copy(cs[length, b0 + s], cc[s])
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def born_backward(  # type: ignore[no-untyped-def]
-    dout, dh_n, dc_n, wt, reps, has_bw, feats, acts, cs, tcs, slopes, dpre, dh0, dc0
+    dout, dh_n, dc_n, wt, reps, has_bw, dh0, dc0, feats, acts, cs, tcs, slopes, dpre
 ):
     """dout [N, L, D], dh_n, dc_n [N, D], wt [G, F] (w transposed) and the saved buffers ->
-    dpre [N, L, G] (= the gradient of the gate pre-activations), dh0, dc0 [N, D]."""
+    dpre [L, N, G] (the gradient of the gate pre-activations, step-major), dh0, dc0 [N, D]."""
     n, length, d = dout.shape
     g4, nf = wt.shape
     nt = 2 * reps
@@ -197,10 +198,10 @@ def born_backward(  # type: ignore[no-untyped-def]
         for t in range(length - 1, -1, -1):
             for s in range(ns):  # independent samples, one step each: their latency chains overlap
                 b = b0 + s
-                dh, dc, dfeat, dg, fe = dhh[s], dcc[s], dff[s], dpre[b, t], feats[b, t]
+                dh, dc, dfeat, dg, fe = dhh[s], dcc[s], dff[s], dpre[t, b], feats[t, b]
                 for q in range(d):
                     dh[q] += dout[b, t, q]
-                _dgates(acts[b, t], cs[b, t], tcs[b, t], d, dh, dc, dg)
+                _dgates(acts[t, b], cs[t, b], tcs[t, b], d, dh, dc, dg)
                 for j in range(nf):
                     dfeat[j] = 0
                 _gemv(dfeat, dg, wt)
@@ -212,7 +213,7 @@ def born_backward(  # type: ignore[no-untyped-def]
                             fe[at + k] * dfeat[at + reps + k] - fe[at + reps + k] * dfeat[at + k]
                         )
                     if has_bw:
-                        acc += slopes[b, t, q] * dfeat[d * nt + q]
+                        acc += slopes[t, b, q] * dfeat[d * nt + q]
                     dh[q] = acc
         for s in range(ns):
             _copy(dh0[b0 + s], dhh[s])
@@ -235,7 +236,8 @@ def fast_forward(  # type: ignore[no-untyped-def]
     [0, 0] (no base term), pw [D, G] or [0, 0] (no post weight) -> out [N, L, D], h_n, c_n [N, D].
 
     With ``save``: feats [N, L, D T], sil [N, L, D] (silu(h_{t-1})), acts, cs, tcs, slopes as in
-    ``born_forward``. Nothing per edge is kept: the backward recomputes z from the features.
+    ``born_forward`` but sample-major (one sample at a time here). Nothing per edge is kept: the backward
+    recomputes z from the features.
     """
     n, length, g4 = pre.shape
     d = h0.shape[1]
