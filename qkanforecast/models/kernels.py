@@ -264,10 +264,16 @@ def fast_forward(  # type: ignore[no-untyped-def]
             _copy(gates, pre[b, t])
             for q in range(d):
                 _edges_z(cz, ct, fe, q, nt, z)
-                for o in range(g4):
-                    a = math.sqrt(max(half + half * z[o], tn))
-                    bb = math.sqrt(max(half - half * z[o], tn))
-                    gates[o] += (a - bb) * pw[q, o] if has_pw else a - bb
+                if has_pw:  # two loops, each without a branch (so that both vectorise)
+                    for o in range(g4):
+                        a = math.sqrt(max(half + half * z[o], tn))
+                        bb = math.sqrt(max(half - half * z[o], tn))
+                        gates[o] += (a - bb) * pw[q, o]
+                else:
+                    for o in range(g4):
+                        a = math.sqrt(max(half + half * z[o], tn))
+                        bb = math.sqrt(max(half - half * z[o], tn))
+                        gates[o] += a - bb
                 if has_bw:
                     for o in range(g4):
                         gates[o] += bw[q, o] * sq[q]
@@ -322,13 +328,17 @@ def fast_backward(  # type: ignore[no-untyped-def]
                 fe = feats[b, t]
                 for q in range(d):
                     _edges_z(cz, ct, fe, q, nt, z)
-                    for o in range(g4):
-                        a = math.sqrt(max(half + half * z[o], tn))
-                        bb = math.sqrt(max(half - half * z[o], tn))
-                        w = pw[q, o] * dg[o] if has_pw else dg[o]
-                        dz[o] = quarter * (min(one / a, cp) + min(one / bb, cp)) * w
-                        if has_pw:
+                    if has_pw:  # two loops, each without a branch (so that both vectorise)
+                        for o in range(g4):
+                            a = math.sqrt(max(half + half * z[o], tn))
+                            bb = math.sqrt(max(half - half * z[o], tn))
+                            dz[o] = quarter * (min(one / a, cp) + min(one / bb, cp)) * (pw[q, o] * dg[o])
                             sums[q, nt + 1, o] += (a - bb) * dg[o]
+                    else:
+                        for o in range(g4):
+                            a = math.sqrt(max(half + half * z[o], tn))
+                            bb = math.sqrt(max(half - half * z[o], tn))
+                            dz[o] = quarter * (min(one / a, cp) + min(one / bb, cp)) * dg[o]
                     for o in range(g4):
                         prod[o] = 0
                     _gemv(prod, fe[q * nt : (q + 1) * nt], dct[q])
