@@ -11,8 +11,10 @@ $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev,plot,fast]'
-	# compile the numba kernels once, into numba's on-disk cache (else the first training run does)
+	$(BIN)/pip install --quiet -e '.[dev,plot]'
+	# the numba kernels of the QKAN-LSTM recurrence (extra [fast]; where numba cannot install, the torch
+	# path runs), compiled once into numba's on-disk cache (else the first training run compiles them)
+	-$(BIN)/pip install --quiet -e '.[fast]'
 	$(BIN)/python -c "from qkanforecast.models.kernel_scan import warm_up; print('numba kernels:', warm_up())"
 	# optional: the reference `qkan` library, only for the parity test (skipped when absent)
 	-QKAN_SKIP_CUDA_BUILD=TRUE $(BIN)/pip install --quiet --no-build-isolation qkan==0.2.3
