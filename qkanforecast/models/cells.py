@@ -140,11 +140,9 @@ class QKANLSTMCell(GatedCell):
         """x [N, L, F] -> (pre [N, L, 4D] with every constant term, the block of h without its bias)."""
         n, length, _ = x.shape
         bx, bh = self.layer.blocks([self.input_size, self.hidden_size])
-        pre = bx(x.reshape(n * length, -1)).view(n, length, -1)  # [N, L, 4D]
-        if bh.bias is not None:
-            pre = pre + bh.bias
-        if self.bias is not None:
-            pre = pre + self.bias
+        # the constant terms [4D] go into the product's own addition: two passes fewer over [N, L, 4D]
+        add = bh.bias if self.bias is None else (self.bias if bh.bias is None else bh.bias + self.bias)
+        pre = bx(x.reshape(n * length, -1), add=add).view(n, length, -1)  # [N, L, 4D]
         return pre, bh
 
     def _prepare(self, x: Tensor) -> tuple[Tensor, StepFn]:

@@ -6,8 +6,9 @@ map, the gate nonlinearities and the cell update, a sample's whole sequence at a
 walks the steps in reverse the same way. The samples are independent: the caller splits the batch
 between threads (``nogil``), which never wait for each other. (``parallel=True`` with ``prange`` did the
 same and took twice as long to compile.) Inner loops run over contiguous output rows so
-that LLVM vectorises them without reassociating sums (fastmath is off: the results agree with the torch
-path to rounding); sums over the outputs are a fixed pairwise tree for the same reason.
+that LLVM vectorises them without reassociating sums (of fastmath only ``contract``, which fuses a
+multiply and an add into one FMA: the results agree with the torch path to rounding); sums over the
+outputs are a fixed pairwise tree for the same reason.
 
 Imported lazily by ``kernel_scan.py`` (numba is optional); compiled on first use for the dtype in use
 and cached on disk (``cache=True``).
@@ -28,7 +29,7 @@ from .vecmath import like, vcos1, vsigmoid, vsin1, vtanh
 _LANES = 8  # samples stepped together (interleaved): one sample's dependency chain does not idle the core
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(cache=True, inline="always", error_model="numpy", fastmath={"contract"})
 def _trig(h: np.ndarray, reps: int, cs1: np.ndarray, out: np.ndarray) -> None:
     """out[q 2r : (q + 1) 2r] = cos k h_q (k = 1..r), sin k h_q (k = 1..r), by angle addition from cos h_q,
     sin h_q: polynomials (vectorised over q) where every |h_q| <= 1, as after the first step, else libm.
@@ -56,7 +57,7 @@ def _trig(h: np.ndarray, reps: int, cs1: np.ndarray, out: np.ndarray) -> None:
             out[at + k], out[at + reps + k] = ck, sk
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(cache=True, inline="always", error_model="numpy", fastmath={"contract"})
 def _silu(h: np.ndarray, sg: np.ndarray, sil: np.ndarray) -> None:
     """sg = sigmoid(h), sil = h sigmoid(h), vectorised."""
     for q in range(h.shape[0]):
@@ -64,14 +65,14 @@ def _silu(h: np.ndarray, sg: np.ndarray, sil: np.ndarray) -> None:
         sil[q] = h[q] * sg[q]
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(cache=True, inline="always", error_model="numpy", fastmath={"contract"})
 def _copy(dst: np.ndarray, src: np.ndarray) -> None:
     """dst[:] = src for rows: a loop (numba's slice assignment costs 10x more at these sizes)."""
     for i in range(dst.shape[0]):
         dst[i] = src[i]
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(cache=True, inline="always", error_model="numpy", fastmath={"contract"})
 def _gemv(acc: np.ndarray, x: np.ndarray, w: np.ndarray) -> None:
     """acc[o] += sum_j x[j] w[j, o], four rows at a time: the loop over o vectorises, and four rows per
     pass of acc (which stays in memory) run 5x faster than one."""
@@ -90,7 +91,7 @@ def _gemv(acc: np.ndarray, x: np.ndarray, w: np.ndarray) -> None:
         j += 1
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(cache=True, inline="always", error_model="numpy", fastmath={"contract"})
 def _tree_sum(v: np.ndarray, width: int) -> float:
     """Sum of v[:width] (width a power of two, v overwritten) as a fixed pairwise tree, which vectorises."""
     half = width // 2
@@ -101,7 +102,7 @@ def _tree_sum(v: np.ndarray, width: int) -> float:
     return v[0]
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(cache=True, inline="always", error_model="numpy", fastmath={"contract"})
 def _cell(gates: np.ndarray, d: int, c: np.ndarray, h: np.ndarray, tc: np.ndarray) -> None:
     """LSTM update in place: gates [G] -> activated (sigmoid i, f, o; tanh g); c, h [D] updated; tc tanh c."""
     one = like(gates[0], 1)
@@ -115,7 +116,7 @@ def _cell(gates: np.ndarray, d: int, c: np.ndarray, h: np.ndarray, tc: np.ndarra
         h[q] = gates[3 * d + q] * tc[q]
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(cache=True, inline="always", error_model="numpy", fastmath={"contract"})
 def _dgates(
     s: np.ndarray, c_prev: np.ndarray, tc: np.ndarray, d: int, dh: np.ndarray, dc: np.ndarray, dg: np.ndarray
 ) -> None:
@@ -133,7 +134,7 @@ def _dgates(
 
 
 # -- born read-out: gates = pre_t + [trig(h), silu(h)] @ w ---------------------------------------------------
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 def born_forward(  # type: ignore[no-untyped-def]
     pre, h0, c0, w, reps, has_bw, save, out, h_n, c_n, feats, acts, cs, tcs, slopes
 ):
@@ -182,7 +183,7 @@ def born_forward(  # type: ignore[no-untyped-def]
                 _copy(cs[length, b0 + s], cc[s])
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 def born_backward(  # type: ignore[no-untyped-def]
     dout, dh_n, dc_n, wt, reps, has_bw, dh0, dc0, feats, acts, cs, tcs, slopes, dpre
 ):
@@ -221,14 +222,14 @@ def born_backward(  # type: ignore[no-untyped-def]
 
 
 # -- fast read-out: gates = pre_t + sum_i pw_i (a_i - b_i) + silu(h) @ bw, a, b = sqrt((1 +- z_i) / 2) ------
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(cache=True, inline="always", error_model="numpy", fastmath={"contract"})
 def _edges_z(cz, ct, fe, q, nt, z):  # type: ignore[no-untyped-def]
     """z [G] = cz[q] + sum_m ct[q, m] fe[q T + m]: the born values of hidden unit q's edges."""
     _copy(z, cz[q])
     _gemv(z, fe[q * nt : (q + 1) * nt], ct[q])
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 def fast_forward(  # type: ignore[no-untyped-def]
     pre, h0, c0, cz, ct, bw, pw, reps, tiny, save, out, h_n, c_n, feats, sil, acts, cs, tcs, slopes
 ):
@@ -291,7 +292,7 @@ def fast_forward(  # type: ignore[no-untyped-def]
             _copy(cs[b, length], c)
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 def fast_backward(  # type: ignore[no-untyped-def]
     dout, dh_n, dc_n, cz, ct, dct, bw, pw, reps, tiny, cap, chunk,
     feats, acts, cs, tcs, slopes, dpre, dh0, dc0, acc,
