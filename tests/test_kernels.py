@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -149,3 +150,28 @@ def test_the_kernels_are_chosen_where_they_apply(monkeypatch) -> None:
     monkeypatch.setenv("QKANFORECAST_KERNEL", "fastest")
     with pytest.raises(ValueError, match="QKANFORECAST_KERNEL must be one of auto, numba, torch"):
         QKANLSTM(2, 3)(torch.randn(2, 4, 2))
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_vectorised_math_is_within_a_few_ulps_of_numpy(dtype: type) -> None:
+    from numba import njit
+
+    from qkanforecast.models.vecmath import vcos1, vexp, vsigmoid, vsin1, vtanh
+
+    @njit
+    def apply(x: np.ndarray, out: np.ndarray) -> None:
+        for i in range(x.shape[0]):
+            out[0, i], out[1, i], out[2, i] = vexp(x[i]), vsigmoid(x[i]), vtanh(x[i])
+            y = x[i] / 30  # |y| <= 1
+            out[3, i], out[4, i] = vsin1(y), vcos1(y)
+
+    x = np.linspace(-30, 30, 20001).astype(dtype)
+    out = np.empty((5, x.size), dtype=dtype)
+    apply(x, out)
+    x64, y64 = x.astype(np.float64), x.astype(np.float64) / 30
+    refs = [np.exp(x64), 1 / (1 + np.exp(-x64)), np.tanh(x64), np.sin(y64), np.cos(y64)]
+    for got, ref in zip(out, refs, strict=True):
+        # ulps of the result, and of 1 for tanh and the sigmoid near 0 (their absolute error is what counts)
+        unit = np.spacing(np.maximum(np.abs(ref), 1.0 if ref is not refs[0] else 0.0).astype(dtype))
+        assert np.max(np.abs(got - ref) / unit.astype(np.float64)) <= 4
