@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev,plot]'
+	$(BIN)/pip install --quiet -e '.[dev,plot,ray]'
 	# optional: the reference `qkan` library, only for the parity test (skipped when absent)
 	-QKAN_SKIP_CUDA_BUILD=TRUE $(BIN)/pip install --quiet --no-build-isolation qkan==0.2.3
 	touch $(STAMP)

@@ -243,6 +243,18 @@ def merge(tables: list[Table], freq: str, label: str) -> Table:
                  known_offsets=np.concatenate([[0], np.cumsum(sorted_lengths)]))
 
 
+def open_partitioned(source: str | os.PathLike[str]) -> Dataset | None:
+    """The ``Dataset`` of a directory written by qkanforecast (with ``_SUCCESS.json``); ``None`` for a file,
+    ``-`` or a directory of another writer (read those with ``read_source``)."""
+    text = str(source)
+    if text == "-" or not is_dataset(text):
+        return None
+    fs, path = locate(source)
+    if _info(fs, f"{path.rstrip('/')}/{MARKER}", text).type != pafs.FileType.File:
+        return None
+    return Dataset.open(source)
+
+
 def read_source(source: str | os.PathLike[str], options: IngestOptions | None = None) -> Table:
     """Read any input as one canonical table: a file or ``-`` (``read_table``), a directory written by
     qkanforecast (its buckets merged), a Spark/Hadoop directory with ``_SUCCESS`` (through
@@ -292,12 +304,15 @@ class Writer:
     target: str  # the directory as the user wrote it (a path or a URI)
     run: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
+    created: bool = False  # whether this run made the directory (``abort`` removes it again)
+
     def begin(self) -> Writer:
         """Check the target and create it; an existing file there is an error."""
         fs, root = locate(self.target)
         info = _info(fs, root, self.target)
         if info.type == pafs.FileType.File:
             raise QKANForecastError(f"{self.target}: is a file; a partitioned output is a directory")
+        self.created = info.type == pafs.FileType.NotFound
         try:
             fs.create_dir(root, recursive=True)
         except OSError as exc:
@@ -343,8 +358,20 @@ class Writer:
         return marker
 
     def abort(self) -> None:
-        """Remove this run's parts (best effort: a reader ignores them anyway)."""
+        """Remove this run's parts (best effort: a reader ignores them anyway), and the directory if this
+        run made it and it is empty again."""
         self._sweep(keep=None)
+        fs, root = locate(self.target)
+        if self.created and isinstance(fs, pafs.LocalFileSystem):
+            for sub in sorted(Path(root).glob("bucket=*"), reverse=True):
+                try:
+                    sub.rmdir()
+                except OSError:
+                    pass
+            try:
+                Path(root).rmdir()
+            except OSError:
+                pass
 
     def _sweep(self, keep: set[str] | None) -> None:
         """Delete parts that are not ``keep`` (``None``: delete this run's parts only)."""
