@@ -177,3 +177,15 @@ def test_s3_inputs_and_partitioned_outputs(tmp_path: Path, s3) -> None:  # type:
     pd.testing.assert_frame_equal(read_source(tmp_path / "back.parquet").frame, single.frame)
     result = runner.invoke(app, ["ingest", s3("nothing"), "-o", str(tmp_path / "x.csv")])
     assert result.exit_code == 1 and result.stderr.startswith("Error: s3://cells/nothing")
+
+
+def test_covariates_travel_with_their_buckets(tmp_path: Path) -> None:
+    from qkanforecast.data import IngestOptions
+
+    frame = panel(5)
+    frame["temp"] = np.arange(len(frame), dtype=float)
+    table = from_frame(frame, IngestOptions(covariates=("temp",)))
+    write_partitioned(table, tmp_path / "parts", 3)
+    merged = read_source(tmp_path / "parts")
+    assert merged.covariates == ("temp",)
+    pd.testing.assert_frame_equal(merged.frame, table.frame)
