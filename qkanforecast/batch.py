@@ -11,7 +11,7 @@ order, so the metrics table is the same on either engine.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import pandas as pd
@@ -25,7 +25,20 @@ from qkanforecast.errors import QKANForecastError
 from qkanforecast.evaluate import Evaluation, Scored, combine, score_part
 from qkanforecast.forecast import Predictor, forecast
 from qkanforecast.manifest import ScalerState
+from qkanforecast.scaler_table import read_scaler
 from qkanforecast.windows import SeriesScaler
+
+
+@dataclass(frozen=True)
+class ScalerSlice:
+    """A bucket's rows of a version's scaler table (format 4), read by the worker that runs it."""
+
+    path: str  # the version's scaler.parquet, absolute
+    bucket: int
+    buckets: int
+
+    def load(self) -> dict[str, Any]:
+        return asdict(read_scaler(self.path, (self.bucket, self.buckets)))
 
 
 @dataclass(frozen=True)
@@ -37,7 +50,7 @@ class Unit:
     dataset: Dataset | None = None
     part: Part | None = None
     table: Table | None = None
-    scaler: dict[str, Any] | None = None  # SeriesScaler.state_dict() of this bucket's trained series
+    scaler: ScalerSlice | dict[str, Any] | None = None  # this bucket's trained series (a state_dict)
 
     def load(self) -> Table:
         if self.table is not None:
@@ -66,9 +79,9 @@ class Job:
         """The predictor of a unit and the series its scaler was trained on (``None``: the manifest's)."""
         if unit.scaler is None:
             return self.predictor, None
+        state = unit.scaler.load() if isinstance(unit.scaler, ScalerSlice) else unit.scaler
         p = self.predictor
-        scaler = SeriesScaler.from_state_dict(unit.scaler)
-        return Predictor(p.entry, p.model, scaler), set(unit.scaler["unique_id"])
+        return Predictor(p.entry, p.model, SeriesScaler.from_state_dict(state)), set(state["unique_id"])
 
 
 @dataclass
@@ -127,7 +140,12 @@ def units_of(predictor: Predictor, source: Table | Dataset) -> list[Unit]:
     if marker.freq is not None and marker.freq != predictor.freq:
         raise QKANForecastError(
             f"data frequency is {marker.freq} but {predictor.entry.ref} was trained on {predictor.freq} data")
-    state = predictor.entry.manifest.scaler
+    entry = predictor.entry
+    if entry.manifest.scaler_file is not None:  # format 4: each worker reads its bucket's rows
+        table = str((entry.path / entry.manifest.scaler_file.file).resolve())
+        return [Unit(p.bucket, dataset=source, part=p, scaler=ScalerSlice(table, p.bucket, marker.buckets))
+                for p in source.parts]
+    state = entry.manifest.scaler  # formats 1-3: split here, each unit carries its bucket's part
     buckets = bucket_of(state.unique_id, marker.buckets)
     split: dict[int, dict[str, Any]] = {}
     for k, uid, loc, scale in zip(buckets.tolist(), state.unique_id, state.loc, state.scale, strict=True):

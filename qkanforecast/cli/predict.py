@@ -76,8 +76,8 @@ def _load(
     from qkanforecast.forecast import Predictor
 
     dataset = open_partitioned(data)
-    if dataset is not None:
-        return Predictor.load(model, open_registry(registry)), dataset
+    if dataset is not None:  # the per-series scaler statistics are read per bucket
+        return Predictor.load(model, open_registry(registry), with_scaler=False), dataset
     predictor = Predictor.load(model, open_registry(registry))
     m = predictor.entry.manifest
     return predictor, inputs.read(data, m.schema.columns, covariates=m.data.covariates, quiet=quiet)

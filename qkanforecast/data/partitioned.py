@@ -52,11 +52,16 @@ MARKER_VERSION = 1
 _PART = re.compile(r"^bucket=(\d+)/part-[0-9a-f]+\.parquet$")
 
 
+def crc32s(ids: Sequence[str]) -> np.ndarray:
+    """``crc32`` of every id's utf-8 bytes: uint32 ``[S]``."""
+    return np.fromiter((zlib.crc32(u.encode("utf-8")) for u in ids), dtype=np.uint32, count=len(ids))
+
+
 def bucket_of(ids: Sequence[str], buckets: int) -> np.ndarray:
     """The bucket of every series: ``crc32(utf-8 id) % buckets``, int64 ``[S]``."""
     if buckets < 1:
         raise QKANForecastError(f"--buckets must be at least 1, got {buckets}")
-    return np.fromiter((zlib.crc32(u.encode("utf-8")) % buckets for u in ids), dtype=np.int64, count=len(ids))
+    return (crc32s(ids) % np.uint32(buckets)).astype(np.int64)
 
 
 def is_uri(source: str | os.PathLike[str]) -> bool:
