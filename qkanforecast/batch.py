@@ -93,6 +93,14 @@ class Done:
     frame: pd.DataFrame | None = None
     scored: Scored | None = None
     skipped: list[str] = field(default_factory=list)  # series too short
+    rss_mb: float = field(default_factory=lambda: peak_rss_mb())  # of the process that ran the bucket, after
+
+
+def peak_rss_mb() -> float:
+    """This process' peak resident memory so far, in MB (what a worker needs, per bucket)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def forecast_bucket(job: Job, unit: Unit) -> Done:
@@ -205,6 +213,7 @@ class Summary:
     cutoffs: int = 0
     skipped: list[str] = field(default_factory=list)
     note: str | None = None
+    worker_rss_mb: float = 0.0  # the largest peak memory of a process that ran buckets
 
 
 def _gather(done: list[Done], order: list[str]) -> pd.DataFrame | None:
@@ -242,7 +251,8 @@ def run_forecast(predictor: Predictor, source: Table | Dataset, output: str, fmt
     rows = sum(d.part.rows for d in done if d.part is not None) + (len(frame) if frame is not None else 0)
     skipped = [u for d in done for u in d.skipped]
     note = short_note(skipped, predictor.lookback, f"a lookback of {predictor.lookback}") if skipped else None
-    return Summary(rows, sum(d.series for d in done), frame, skipped=skipped, note=note)
+    return Summary(rows, sum(d.series for d in done), frame, skipped=skipped, note=note,
+                   worker_rss_mb=max((d.rss_mb for d in done), default=0.0))
 
 
 def run_evaluate(predictor: Predictor, source: Table | Dataset, config: BacktestConfig,
@@ -272,4 +282,4 @@ def run_evaluate(predictor: Predictor, source: Table | Dataset, config: Backtest
     evaluation = replace(holder[0], backtest=frame if frame is not None else pd.DataFrame())
     cutoffs = len({c for s in scored for c in s.cutoffs})
     return Summary(sum(s.rows for s in scored), sum(s.series for s in scored), frame, evaluation, cutoffs,
-                   evaluation.skipped)
+                   evaluation.skipped, worker_rss_mb=max((d.rss_mb for d in done), default=0.0))
