@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -179,3 +180,18 @@ def test_engine_ray_without_ray_says_how_to_install(world: dict[str, Any],
     assert result.exit_code == 1 and result.stdout == ""
     assert result.stderr == ("Error: --engine ray needs Ray, an optional extra: "
                              "pip install 'qkanforecast[ray]'\n")
+
+
+@pytest.mark.slow
+def test_the_command_starts_and_stops_its_own_ray(world: dict[str, Any], tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    outputs = {}
+    for engine in ("local", "ray"):
+        out = tmp_path / f"{engine}.csv"
+        cmd = [sys.executable, "-m", "qkanforecast", "forecast", str(world["root"] / "parts"), "-m",
+               world["ref"], "--registry", world["registry"], "--engine", engine, "-o", str(out), "-q"]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        outputs[engine] = out.read_bytes()
+    assert outputs["ray"] == outputs["local"] and outputs["local"].count(b"\n") == 1 + 14 * 6
