@@ -195,3 +195,16 @@ def test_the_command_starts_and_stops_its_own_ray(world: dict[str, Any], tmp_pat
         assert done.returncode == 0, done.stderr
         outputs[engine] = out.read_bytes()
     assert outputs["ray"] == outputs["local"] and outputs["local"].count(b"\n") == 1 + 14 * 6
+
+
+def test_a_partitioned_input_may_write_a_directory_a_file_input_may_not(world: dict[str, Any],
+                                                                        tmp_path: Path) -> None:
+    args = ["-m", world["ref"], "--registry", world["registry"], "-q"]
+    parts = str(world["root"] / "parts")
+    result = runner.invoke(app, ["forecast", parts, *args, "-o", f"{tmp_path / 'fc'}/"])
+    assert result.exit_code == 0, result.output
+    assert Dataset.open(tmp_path / "fc").marker.rows == 14 * 6
+    single = str(world["root"] / "all.parquet")
+    result = runner.invoke(app, ["forecast", single, *args, "-o", f"{tmp_path / 'x'}/"])
+    assert result.exit_code == 1 and "unknown output format" in result.stderr  # a file is expected
+    assert not (tmp_path / "x").exists()
