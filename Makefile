@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev,plot]'
+	$(BIN)/pip install --quiet -e '.[dev,plot,ray]'
 	# the numba kernels of the QKAN-LSTM recurrence (extra [fast]; where numba cannot install, the torch
 	# path runs), compiled once into numba's on-disk cache (else the first training run compiles them)
 	-$(BIN)/pip install --quiet -e '.[fast]'

@@ -67,11 +67,15 @@ def skip_short(table: Table, min_length: int, what: str, strict: bool) -> tuple[
     keep = np.repeat(~short, table.lengths)
     frame = table.frame[keep].reset_index(drop=True)
     frame["unique_id"] = frame["unique_id"].cat.remove_unused_categories()
+    return dataclasses.replace(table, frame=frame), ids, short_note(ids, min_length, what)
+
+
+def short_note(ids: list[str], min_length: int, what: str) -> str:
+    """The note that names the series skipped for being shorter than ``min_length``."""
     named = ", ".join(f"'{u}'" for u in ids[:NAMED]) + (
         f" and {len(ids) - NAMED} more" if len(ids) > NAMED else ""
     )
-    note = (
+    return (
         f"skipped {len(ids)} series with fewer than {min_length} steps ({what} needs at least {min_length}): "
         f"{named}; --strict refuses them instead"
     )
-    return dataclasses.replace(table, frame=frame), ids, note

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from qkanforecast.baselines import BASELINES, naive, season_length, season_note, seasonal_naive
-from qkanforecast.checks import skip_short
+from qkanforecast.checks import short_note, skip_short
 from qkanforecast.config import BacktestConfig
 from qkanforecast.covariates import Covariates
 from qkanforecast.data import Table
 from qkanforecast.data.zones import to_zone
+from qkanforecast.errors import QKANForecastError
 from qkanforecast.forecast import Predictor, raw_covariates, series_arrays
-from qkanforecast.metrics import metrics_table, naive_scale
+from qkanforecast.metrics import Sums, column_sums, naive_scale, series_rows
+from qkanforecast.metrics import combine as combine_metrics
 
 BACKTEST = BacktestConfig()
 
@@ -94,6 +97,94 @@ class Evaluation:
     skipped: list[str] = field(default_factory=list)  # series too short for the backtest (not strict)
 
 
+@dataclass
+class Scored:
+    """One part of the series (a bucket) backtested and scored: what combines into the metrics table."""
+
+    backtest: pd.DataFrame  # in the table's zone
+    sums: dict[str, Sums]  # per forecast column
+    series_rows: list[dict[str, Any]] | None  # per-series metric rows, when asked for
+    series: int  # series backtested
+    rows: int  # backtest rows
+    seen: int  # of them, targets on data the model was trained or validated on
+    cutoffs: list[Any]  # the distinct cutoffs
+    skipped: list[str]  # series too short for the backtest
+    freq: str
+    tz: str | None
+
+
+def score_part(
+    predictor: Predictor,
+    table: Table,
+    config: BacktestConfig = BACKTEST,
+    per_series: bool = False,
+    strict: bool = True,
+    trained: set[str] | None = None,
+    bucket: bool = False,
+) -> Scored:
+    """Backtest and score the series of ``table``: all of them, or one ``bucket`` of a partitioned table
+    (whose series may all be too short: the other buckets may not be). ``trained`` names the series the
+    model was trained on (default: those in its manifest)."""
+    if trained is None:
+        trained = set(predictor.entry.manifest.scaler.unique_id)
+    need, what = backtest_need(predictor, config)
+    if bucket and not strict and len(table.lengths) and (table.lengths < need).all():
+        table, skipped = replace(table, frame=table.frame.iloc[:0]), list(table.ids)
+    else:
+        table, skipped, _ = skip_short(table, need, what, strict)
+    bt = backtest(predictor, table, config)
+    seen = 0
+    trained_until = predictor.entry.manifest.schema.trained_until
+    if not config.refit and trained_until is not None:
+        on_trained = bt["unique_id"].isin(trained).to_numpy()
+        seen = int((on_trained & (bt["ds"] <= pd.Timestamp(trained_until)).to_numpy()).sum())
+    season = season_length(table.freq)
+    first_cut = bt.groupby("unique_id", sort=False)["cutoff"].min()
+    scales = {}
+    for uid, v, s in zip(*series_arrays(table, 1, "scoring"), strict=True):
+        scales[uid] = naive_scale(v[s <= first_cut[uid].to_datetime64()], season)
+    models = [predictor.column, *BASELINES]
+    return Scored(
+        to_zone(bt, table.tz),
+        column_sums(bt, models, scales),
+        series_rows(bt, models, scales) if per_series else None,
+        int(bt["unique_id"].nunique()),
+        len(bt),
+        seen,
+        sorted(bt["cutoff"].unique().tolist()),
+        skipped,
+        table.freq,
+        table.tz,
+    )
+
+
+def combine(predictor: Predictor, parts: list[Scored], backtest: pd.DataFrame,
+            config: BacktestConfig = BACKTEST) -> Evaluation:
+    """The metrics table and notes of scored parts, summed in their order, next to ``backtest``."""
+    models = [predictor.column, *BASELINES]
+    skipped = [u for p in parts for u in p.skipped]
+    if parts and not any(p.series for p in parts):
+        need, what = backtest_need(predictor, config)
+        raise QKANForecastError(f"series {skipped[0]!r} is too short; {what} needs at least {need} steps; "
+                                f"all {len(skipped)} series are shorter")
+    notes = [short_note(skipped, *backtest_need(predictor, config))] if skipped else []
+    per_series = bool(parts) and parts[0].series_rows is not None
+    rows = [row for p in parts for row in p.series_rows or []]
+    metrics = combine_metrics([p.sums for p in parts], models, rows if per_series else None)
+    seen, total = sum(p.seen for p in parts), sum(p.rows for p in parts)
+    tz, freq = (parts[0].tz, parts[0].freq) if parts else (None, predictor.freq)
+    if seen:
+        trained_until = predictor.entry.manifest.schema.trained_until
+        until = f"{trained_until} UTC" if tz else trained_until  # the manifest keeps UTC
+        notes.append(
+            f"{seen} of {total} backtest targets are on or before {until}, data the "
+            f"model was trained or validated on; train with --test-size for an out-of-sample backtest"
+        )
+    if pd.Timedelta(pd.tseries.frequencies.to_offset(freq)).value >= 86_400 * 10**9:
+        notes.append(season_note(freq))  # the season of daily and weekly data is a choice: say which
+    return Evaluation(backtest, metrics, notes, skipped)
+
+
 def evaluate(
     predictor: Predictor,
     table: Table,
@@ -107,28 +198,5 @@ def evaluate(
     short for the backtest is an error when ``strict``, else it is skipped and named in a note. The
     backtest's ``ds`` and ``cutoff`` are in the table's zone when it has one.
     """
-    trained = set(predictor.entry.manifest.scaler.unique_id)
-    notes = []
-    need, what = backtest_need(predictor, config)
-    table, skipped, note = skip_short(table, need, what, strict)
-    if note:
-        notes.append(note)
-    bt = backtest(predictor, table, config)
-    trained_until = predictor.entry.manifest.schema.trained_until
-    if not config.refit and trained_until is not None:
-        seen = bt["unique_id"].isin(trained).to_numpy() & (bt["ds"] <= pd.Timestamp(trained_until)).to_numpy()
-        if seen.any():
-            until = f"{trained_until} UTC" if table.tz else trained_until  # the manifest keeps UTC
-            notes.append(
-                f"{int(seen.sum())} of {len(bt)} backtest targets are on or before {until}, data the "
-                f"model was trained or validated on; train with --test-size for an out-of-sample backtest"
-            )
-    season = season_length(table.freq)
-    if table.step_ns >= 86_400 * 10**9:  # the season of daily and weekly data is a choice: say which
-        notes.append(season_note(table.freq))
-    first_cut = bt.groupby("unique_id", sort=False)["cutoff"].min()
-    scales = {}
-    for uid, v, s in zip(*series_arrays(table, 1, "scoring"), strict=True):
-        scales[uid] = naive_scale(v[s <= first_cut[uid].to_datetime64()], season)
-    models = [predictor.column, *BASELINES]
-    return Evaluation(to_zone(bt, table.tz), metrics_table(bt, models, scales, per_series), notes, skipped)
+    part = score_part(predictor, table, config, per_series, strict)
+    return combine(predictor, [part], part.backtest, config)

@@ -56,9 +56,11 @@ class Predictor:
         self.model.eval()
 
     @classmethod
-    def load(cls, ref: str, registry: Registry | None = None) -> Predictor:
+    def load(cls, ref: str, registry: Registry | None = None, with_scaler: bool = True) -> Predictor:
+        """``with_scaler=False``: without the per-series statistics of a format-4 version (read per
+        bucket)."""
         registry = registry or Registry()
-        entry = registry.get(ref)
+        entry = registry.get(ref, scaler=with_scaler)
         try:
             model = build_model(entry.manifest.model)
             model.load_state_dict(registry.load_state_dict(entry))

@@ -1,5 +1,9 @@
 """The typed manifest of a registered model version (``manifest.json``), validated on load.
 
+Format 4 keeps the per-series scaler statistics in ``scaler.parquet`` beside the weights (``scaler_file``;
+the manifest's ``scaler`` holds only the kind on disk, and the registry fills it in on load, or a worker
+reads its bucket's rows). Formats 2 and 3 hold them inline and read as they are.
+
 Format 3 is ``to_dict(Manifest)``: the three configurations (``ModelConfig``, ``DataConfig``,
 ``TrainConfig``) as the run used them, the data schema, the scaler state, the training record and the
 conformal calibration, the covariates' scaling and the data's time zone (``schema.tz``). Format 2 is
@@ -34,7 +38,9 @@ from qkanforecast.config import (
 from qkanforecast.covariates import CovariateStats
 from qkanforecast.errors import QKANForecastError
 
-FORMAT_VERSION = 3  # 3: exogenous covariates, holidays and the data's time zone (format 2 reads as it is)
+# 3: exogenous covariates, holidays and the data's time zone (format 2 reads as it is); 4: the per-series
+# scaler state in a table beside the weights (``scaler_file``; formats 1-3 hold it inline, read as they are)
+FORMAT_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -128,6 +134,15 @@ class Weights:
 
 
 @dataclass(frozen=True)
+class ScalerFile:
+    """The table of per-series scaler statistics beside the weights (format 4; see ``scaler_table``)."""
+
+    file: str
+    sha256: str
+    series: int
+
+
+@dataclass(frozen=True)
 class Manifest:
     """Everything needed to rebuild, check and describe one registered version."""
 
@@ -144,6 +159,7 @@ class Manifest:
     covariates: CovariateStats | None = None  # the scaling of the exogenous covariates (if any)
     input_ranges: InputRanges | None = None  # QKAN families; older manifests have none
     weights: Weights | None = None  # set by the registry when it publishes
+    scaler_file: ScalerFile | None = None  # format 4: ``scaler`` on disk holds only the kind
     created: str = ""
     qkanforecast_version: str = ""
     torch_version: str = ""
@@ -160,8 +176,8 @@ class Manifest:
         fmt = data.get("format_version")
         if fmt == 1:
             data = _from_format_1(data)
-        elif fmt == 2:
-            data = {**data, "format_version": FORMAT_VERSION}  # format 3 only added optional fields
+        elif fmt in (2, 3):
+            data = {**data, "format_version": FORMAT_VERSION}  # formats 3 and 4 only added optional fields
         elif fmt != FORMAT_VERSION:
             raise QKANForecastError(f"unknown format_version {fmt!r}")
         try:
@@ -207,9 +223,12 @@ def check_bounds(m: Manifest) -> None:
     scaler = m.scaler
     if scaler.kind not in {s.value for s in Scaler}:
         raise QKANForecastError(f"manifest.scaler.kind: unknown scaler {scaler.kind!r}")
-    if len(scaler.unique_id) != m.schema.series:
-        raise QKANForecastError(
-            f"manifest.scaler: {len(scaler.unique_id)} series but schema.series says {m.schema.series}")
+    table = m.scaler_file  # format 4: the statistics are in the table (checked when it is read)
+    if table is not None and not _SHA256.match(table.sha256):
+        raise QKANForecastError("manifest.scaler_file.sha256: not a sha256 hex digest")
+    count = table.series if table is not None and not scaler.unique_id else len(scaler.unique_id)
+    if count != m.schema.series:
+        raise QKANForecastError(f"manifest.scaler: {count} series but schema.series says {m.schema.series}")
     if len(set(scaler.unique_id)) != len(scaler.unique_id):
         raise QKANForecastError("manifest.scaler.unique_id: a series is listed twice")
     if not all(math.isfinite(v) for v in scaler.loc) or not all(

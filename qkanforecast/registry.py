@@ -1,7 +1,9 @@
-"""The checkpoint registry: ``<root>/<name>/v<N>/`` holding ``model.pt`` and ``manifest.json``.
+"""The checkpoint registry: ``<root>/<name>/v<N>/`` holding ``model.pt``, ``manifest.json`` and
+``scaler.parquet``.
 
 ``model.pt`` is a plain state_dict (loaded with ``torch.load(weights_only=True)``); everything needed to
-rebuild the model, scale the data and check the input lives in ``manifest.json``. Publishing writes a
+rebuild the model and check the input lives in ``manifest.json``, the per-series scaler statistics in
+``scaler.parquet`` (format 4; older versions hold them in the manifest). Publishing writes a
 hidden staging directory and renames it into place, so a killed run leaves no half-written version and
 two runs publishing the same name at once get different version numbers. Removing deletes only what
 publishing wrote, inside the root (``versiondirs``), and a broken version is listed as ``Invalid``.
@@ -34,9 +36,11 @@ from qkanforecast.files import (
     storage_error,
     write_synced,
 )
-from qkanforecast.manifest import FORMAT_VERSION, Manifest, Weights
+from qkanforecast.manifest import FORMAT_VERSION, Manifest, ScalerFile, ScalerState, Weights, check_bounds
+from qkanforecast.scaler_table import read_scaler, write_scaler
 from qkanforecast.versiondirs import (
     MANIFEST,
+    SCALER,
     WEIGHTS,
     check_owned,
     delete_owned,
@@ -70,6 +74,17 @@ def check_name(name: str) -> str:
             "digit (no '/', no '..')"
         )
     return name
+
+
+def _check_sha256(path: Path, expected: str | None) -> None:
+    if not path.is_file():
+        raise QKANForecastError(f"{path.parent}: {path.name} is missing")
+    actual = sha256_file(path)
+    if actual != expected:
+        raise QKANForecastError(
+            f"{path}: sha256 {actual[:12]}… does not match the manifest ({str(expected)[:12]}…); "
+            "the checkpoint is corrupt or was modified"
+        )
 
 
 def sha256_file(path: Path) -> str:
@@ -160,7 +175,7 @@ class Registry:
             for v in self.versions(name):
                 path = self.root / name / f"v{v}"
                 try:
-                    rows.append(self.get(f"{name}@v{v}"))
+                    rows.append(self.get(f"{name}@v{v}", scaler=False))
                 except QKANForecastError as exc:
                     reason = str(exc)
                     for prefix in (f"{path / MANIFEST}: ", f"{path}: "):
@@ -197,9 +212,13 @@ class Registry:
             )
         return self.root / name / version
 
-    def get(self, ref: str) -> Entry:
+    def get(self, ref: str, scaler: bool = True) -> Entry:
         """Resolve a reference and read its manifest: a regular file of bounded size, validated against
-        the typed schema (bounds included) after checking the format version."""
+        the typed schema (bounds included) after checking the format version.
+
+        The manifest's ``scaler`` holds every series' statistics, read from the scaler table (after
+        checking its sha256) unless ``scaler`` is False: then a format-4 manifest's ``scaler`` holds only
+        the kind, and the rows are read per bucket (``scaler_table.read_scaler``)."""
         path = self.resolve(ref)
         where = path / MANIFEST
         try:
@@ -220,6 +239,15 @@ class Registry:
             check_name(manifest.name)
         except QKANForecastError as exc:
             raise QKANForecastError(f"{where}: invalid manifest: {exc}") from None
+        if manifest.scaler_file is not None:
+            table = path / manifest.scaler_file.file
+            _check_sha256(table, manifest.scaler_file.sha256)
+            if scaler:
+                manifest = replace(manifest, scaler=read_scaler(table))
+                try:
+                    check_bounds(manifest)
+                except QKANForecastError as exc:
+                    raise QKANForecastError(f"{table}: invalid scaler table: {exc}") from None
         m = _VERSION.match(path.name)
         version = int(m.group(1)) if m else 0
         return Entry(name=manifest.name, version=version, path=path, manifest=manifest)
@@ -229,13 +257,7 @@ class Registry:
         weights = entry.path / WEIGHTS
         if not weights.is_file():
             raise QKANForecastError(f"{entry.path}: {WEIGHTS} is missing")
-        expected = entry.manifest.weights.sha256 if entry.manifest.weights else None
-        actual = sha256_file(weights)
-        if actual != expected:
-            raise QKANForecastError(
-                f"{weights}: sha256 {actual[:12]}… does not match the manifest ({str(expected)[:12]}…); "
-                "the checkpoint is corrupt or was modified"
-            )
+        _check_sha256(weights, entry.manifest.weights.sha256 if entry.manifest.weights else None)
         try:
             with warnings.catch_warnings():  # e.g. about the pickle protocol of a file we did not write
                 warnings.simplefilter("ignore", UserWarning)
@@ -272,6 +294,9 @@ class Registry:
             torch.save(state_dict, buffer)
             weights = buffer.getvalue()
             write_synced(staging / WEIGHTS, weights)
+            scaler = io.BytesIO()
+            write_scaler(scaler, manifest.scaler)
+            write_synced(staging / SCALER, scaler.getvalue())
             manifest = replace(
                 manifest,
                 format_version=FORMAT_VERSION,
@@ -280,8 +305,11 @@ class Registry:
                 qkanforecast_version=__version__,
                 torch_version=torch.__version__,
                 weights=Weights(WEIGHTS, hashlib.sha256(weights).hexdigest()),
+                scaler_file=ScalerFile(SCALER, hashlib.sha256(scaler.getvalue()).hexdigest(),
+                                       len(manifest.scaler.unique_id)),
             )
-            text = json.dumps(manifest.to_json(), indent=2, allow_nan=True) + "\n"
+            on_disk = replace(manifest, scaler=ScalerState(manifest.scaler.kind, [], [], []))
+            text = json.dumps(on_disk.to_json(), indent=2, allow_nan=True) + "\n"
             write_synced(staging / MANIFEST, text.encode())
             os.chmod(staging, 0o755)
             while True:  # another process may take a number between our look and our rename: try the next

@@ -17,7 +17,8 @@ from qkanforecast.errors import QKANForecastError, excerpt
 
 MANIFEST = "manifest.json"
 WEIGHTS = "model.pt"
-OWNED = frozenset({WEIGHTS, MANIFEST})  # the only files a version directory holds; rm removes nothing else
+SCALER = "scaler.parquet"  # format 4: the per-series scaler statistics
+OWNED = frozenset({WEIGHTS, MANIFEST, SCALER})  # all a version directory holds; rm removes nothing else
 STALE_SECONDS = 3600  # a staging directory this old is left over whoever made it (publishing takes ~1 s)
 # .staging-<pid>@<host>-<token>: who is publishing, so that a stale one (its process gone) can be removed;
 # also the older .staging-<random> of mkdtemp

@@ -30,6 +30,7 @@ ALLOWED = {
     "readers": {"table", "canonical", "arrow", "formats"},
     "writers": {"table", "formats"},
     "report": {"table"},
+    "partitioned": {"table", "canonical", "arrow", "readers", "writers", "formats"},
 }
 
 

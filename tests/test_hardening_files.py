@@ -87,7 +87,8 @@ def test_item_01_models_rm_removes_only_registry_versions_it_wrote(published, tm
     (reg.root / "m" / "v2" / "notes.txt").write_text("mine")
     assert "notes.txt, which the registry did not write" in one_error(
         run("models", "rm", "m@v2", "--registry", reg.root))
-    assert sorted(os.listdir(reg.root / "m" / "v2")) == ["manifest.json", "model.pt", "notes.txt"]
+    kept = ["manifest.json", "model.pt", "notes.txt", "scaler.parquet"]
+    assert sorted(os.listdir(reg.root / "m" / "v2")) == kept
     (reg.root / "m" / "v2" / "notes.txt").unlink()
 
     result = run("models", "rm", "m", "--registry", reg.root)
@@ -109,9 +110,10 @@ def _break(path, mutate):
         ("horizon", lambda p: _break(p, lambda m: (m["data"].update(horizon=10**12),
                                                    m["model"].update(horizon=10**12))),
          "manifest.data.horizon: 1000000000000 is outside 0..100,000"),
-        ("scaler", lambda p: _break(p, lambda m: m["scaler"].update(unique_id=[], loc=[], scale=[])),
+        # format 4 keeps the statistics in scaler.parquet: its count, or statistics written inline
+        ("scaler", lambda p: _break(p, lambda m: m["scaler_file"].update(series=0)),
          "manifest.scaler: 0 series but schema.series says 1"),
-        ("scale", lambda p: _break(p, lambda m: m["scaler"].update(scale=[0.0])),
+        ("scale", lambda p: _break(p, lambda m: m["scaler"].update(unique_id=["x"], loc=[0.0], scale=[0.0])),
          "scales finite and positive"),
         ("missing", lambda p: _break(p, lambda m: m.pop("scaler")), "manifest: missing key 'scaler'"),
         ("type", lambda p: _break(p, lambda m: m["data"].update(lookback="16")),
@@ -222,7 +224,7 @@ def test_item_15_read_only_locations_are_an_error_before_the_work(panel, tmp_pat
         assert one_error(fc) == f"Error: {ro / 'f.csv'}: directory {ro} is not writable\n"
         rm = run("models", "rm", "m@v1", "--registry", reg)
         assert one_error(rm) == f"Error: {reg / 'm'}: not writable; nothing was removed\n"
-        assert sorted(os.listdir(reg / "m" / "v1")) == ["manifest.json", "model.pt"]
+        assert sorted(os.listdir(reg / "m" / "v1")) == ["manifest.json", "model.pt", "scaler.parquet"]
     finally:
         ro.chmod(0o755)
         (reg / "m").chmod(0o755)

@@ -219,7 +219,14 @@ def main(
 # -- options shared by several commands ---------------------------------------------------------------------
 _COLUMNS = Columns()
 _FROM_MODEL = "forecast and evaluate default to the model's training data"
-DataArg = Annotated[str, typer.Argument(help="CSV or Parquet file, or - for stdin.", show_default=False)]
+DataArg = Annotated[
+    str,
+    typer.Argument(
+        help="CSV or Parquet file, a partitioned directory (ingest --buckets), a URI such as "
+        "s3://bucket/key, or - for stdin.",
+        show_default=False,
+    ),
+]
 RegistryOpt = Annotated[
     Path | None,
     typer.Option(
@@ -253,7 +260,7 @@ class Input:
         """Read DATA with these options; column names not given come from ``columns``; ``covariates``
         are numeric columns kept next to the target. Unless ``quiet``, the reader's notes (how the file
         was read: one series, a detected id column) go to stderr."""
-        from qkanforecast.data import IngestOptions, read_table
+        from qkanforecast.data import IngestOptions, read_source
 
         names = columns.given(self.id_col, self.time_col, self.target_col)
         named = tuple(k for k in ("id_col", "time_col", "target_col") if getattr(self, k) is not None)
@@ -261,7 +268,7 @@ class Input:
             **asdict(names), wide=self.wide, freq=self.freq, fill=self.fill, min_length=min_length,
             covariates=tuple(covariates), named=named, tz=self.tz,
         )
-        table = read_table(data, options)
+        table = read_source(data, options)
         if not quiet:
             for note in table.report.get("notes", []):
                 say(f"note: {note}")

@@ -21,7 +21,8 @@ from qkanforecast.cli.app import (
 
 
 @app.command(
-    epilog=example("qkanforecast ingest traffic.csv --id-col cell --time-col time -o traffic.parquet")
+    epilog=example("qkanforecast ingest traffic.csv --id-col cell --time-col time -o traffic.parquet\n"
+                   "  qkanforecast ingest traffic.parquet --buckets 64 -o traffic/")
 )
 @user_errors
 @with_input
@@ -37,6 +38,13 @@ def ingest(
         ),
     ] = None,
     inputs: Input = INPUT,
+    buckets: Annotated[
+        int | None,
+        typer.Option(
+            "--buckets", min=1, help="Write a partitioned directory of this many buckets (series by crc32 of "
+            "their id), for forecast and evaluate --engine ray."
+        ),
+    ] = None,
     min_length: Annotated[
         int | None, typer.Option("--min-length", min=1, help="Reject series shorter than this.")
     ] = None,
@@ -45,11 +53,18 @@ def ingest(
 ) -> None:
     """Validate a CSV or Parquet table and write it as the canonical long table (unique_id, ds, y, and
     the covariates asked for)."""
-    from qkanforecast.data import print_report, write_table
+    from qkanforecast.data import print_report, wants_directory, write_partitioned, write_table
+    from qkanforecast.errors import QKANForecastError
     from qkanforecast.files import check_output
 
-    check_output(output)  # before reading: a bad -o is found out at once, not after the whole file
+    if buckets is None:
+        check_output(output)  # before reading: a bad -o is found out at once, not after the whole file
+    elif not wants_directory(output):
+        raise QKANForecastError(f"--buckets writes a directory, but {output} is a file; use -o DIR")
     table = inputs.read(data, min_length=min_length, covariates=column_list(covariates))
-    write_table(table, output)
+    if buckets is not None:
+        write_partitioned(table, output, buckets)
+    else:
+        write_table(table, output)
     if not quiet or as_json:
         print_report(table, err, as_json=as_json)

@@ -46,7 +46,7 @@ def models_list(
 def models_show(ref: RefArg, registry: RegistryOpt = None) -> None:
     """Print a model version's manifest (JSON) after checking its weights."""
     reg = open_registry(registry)
-    entry = reg.get(ref)
+    entry = reg.get(ref, scaler=False)  # as on disk: a format-4 scaler is a table beside the weights
     reg.load_state_dict(entry)  # refuses a corrupt checkpoint
     typer.echo(json.dumps({"ref": entry.ref, "path": str(entry.path), **entry.manifest.to_json()}, indent=2))
 

@@ -25,17 +25,35 @@ from qkanforecast.cli.app import (
 )
 from qkanforecast.cli.render import show_table
 from qkanforecast.config import INTERVAL_LEVELS, MAX_STEPS, BacktestConfig, OutFormat
+from qkanforecast.engine import Engine
 from qkanforecast.errors import QKANForecastError
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from qkanforecast.data import Table
+    from qkanforecast.data import Dataset, Table
     from qkanforecast.forecast import Predictor
 
 _BT = BacktestConfig()
 Format = Annotated[
-    OutFormat | None, typer.Option("--format", help="Output format (default: from the suffix).")
+    OutFormat | None,
+    typer.Option("--format", help="Output format (default: from the suffix; a directory is Parquet parts)."),
+]
+EngineOpt = Annotated[
+    Engine,
+    typer.Option(
+        "--engine",
+        help="local: the buckets of a partitioned DATA one after another in this process; ray: as Ray tasks "
+        "(pip install 'qkanforecast[ray]'). The results are the same.",
+    ),
+]
+AddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--address",
+        help="Ray cluster for --engine ray.  [default: $RAY_ADDRESS; unset: a local Ray for this run]",
+        show_default=False,
+    ),
 ]
 
 
@@ -50,14 +68,30 @@ Strict = Annotated[
 
 def _load(
     model: str, registry: Path | None, data: str, inputs: Input, quiet: bool
-) -> tuple[Predictor, Table]:
-    """The registered model and the table read with its column names (those given win) and covariates;
-    unless ``quiet``, the reader's notes go to stderr."""
+) -> tuple[Predictor, Table | Dataset]:
+    """The registered model and DATA: a partitioned table as it is (read bucket by bucket later), else
+    the table read with the model's column names (those given win) and covariates; unless ``quiet``, the
+    reader's notes go to stderr."""
+    from qkanforecast.data.partitioned import open_partitioned
     from qkanforecast.forecast import Predictor
 
+    dataset = open_partitioned(data)
+    if dataset is not None:  # the per-series scaler statistics are read per bucket
+        return Predictor.load(model, open_registry(registry), with_scaler=False), dataset
     predictor = Predictor.load(model, open_registry(registry))
     m = predictor.entry.manifest
     return predictor, inputs.read(data, m.schema.columns, covariates=m.data.covariates, quiet=quiet)
+
+
+def _check_output(data: str, output: str | None, fmt: OutFormat | None) -> None:
+    """Before the work: a partitioned DATA may write a partitioned directory (a path without a table
+    suffix, or ending in ``/``); every other output is a file whose format and location are checked."""
+    from qkanforecast.data import wants_directory
+    from qkanforecast.data.partitioned import open_partitioned
+
+    if output is not None and wants_directory(output, fmt) and open_partitioned(data) is not None:
+        return
+    check_output(output, fmt)
 
 
 def _read_future(path: str, predictor: Predictor, inputs: Input) -> Table:
@@ -112,28 +146,25 @@ def forecast(
     ] = None,
     strict: Strict = False,
     registry: RegistryOpt = None,
+    engine: EngineOpt = Engine.LOCAL,
+    address: AddressOpt = None,
     inputs: Input = INPUT,
     quiet: Quiet = False,
 ) -> None:
     """Forecast the steps after the end of every series of DATA, in original units."""
-    from qkanforecast.checks import skip_short
-    from qkanforecast.data import write_frame
-    from qkanforecast.forecast import forecast as run_forecast
+    from qkanforecast.batch import run_forecast
 
-    check_output(output, fmt)
-    predictor, table = _load(model, registry, data, inputs, quiet)
-    lookback = predictor.lookback
-    table, skipped, note = skip_short(table, lookback, f"a lookback of {lookback}", strict)
+    _check_output(data, output, fmt)
+    predictor, source = _load(model, registry, data, inputs, quiet)
     future = _read_future(futr, predictor, inputs) if futr is not None else None
-    frame = run_forecast(predictor, table, steps, level, future)
-    write_frame(frame, output, fmt)
+    done = run_forecast(predictor, source, output, fmt.value if fmt else None, steps, level, engine, address,
+                        future, strict)
     if not quiet:
-        if note:
-            say(f"note: {note}")
+        if done.note:
+            say(f"note: {done.note}")
         if output != "-":
-            also = f"; {len(skipped):,} series skipped (too short)" if skipped else ""
-            series = frame["unique_id"].nunique()
-            say(f"{len(frame):,} forecasts of {series:,} series written to {output}{also}")
+            also = f"; {len(done.skipped):,} series skipped (too short)" if done.skipped else ""
+            say(f"{done.rows:,} forecasts of {done.series:,} series written to {output}{also}")
 
 
 @app.command(
@@ -159,23 +190,23 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON lines.")] = False,
     strict: Strict = False,
     registry: RegistryOpt = None,
+    engine: EngineOpt = Engine.LOCAL,
+    address: AddressOpt = None,
     inputs: Input = INPUT,
     quiet: Quiet = False,
 ) -> None:
     """Backtest a model on the last windows of every series against naive and seasonal-naive forecasts."""
-    from qkanforecast.data import write_frame
-    from qkanforecast.evaluate import evaluate as run_evaluate
+    from qkanforecast.batch import run_evaluate
 
-    check_output(output, fmt)
-    predictor, table = _load(model, registry, data, inputs, quiet)
-    result = run_evaluate(predictor, table, BacktestConfig(windows, step, refit), per_series, strict)
-    backtest = result.backtest
-    if output is not None:
-        write_frame(backtest, output, fmt)
+    _check_output(data, output, fmt)
+    predictor, source = _load(model, registry, data, inputs, quiet)
+    done = run_evaluate(predictor, source, BacktestConfig(windows, step, refit), per_series, output,
+                        fmt.value if fmt else None, engine, address, strict)
+    result = done.evaluation
+    assert result is not None
     console = err if output == "-" else Console()  # the backtest owns stdout when written there
     title = (
-        f"{predictor.entry.ref}: {backtest['cutoff'].nunique()} cutoffs, "
-        f"{backtest['unique_id'].nunique()} series"
+        f"{predictor.entry.ref}: {done.cutoffs} cutoffs, {done.series} series"
         + (f", {len(result.skipped)} skipped (too short)" if result.skipped else "")
     )
     # sMAPE is on a 0-200 scale (utilsforecast's is 0-1): the header says so; JSON keeps the plain key
@@ -185,4 +216,4 @@ def evaluate(
         for note in result.notes:
             say(f"note: {note}")
         if output not in (None, "-"):
-            say(f"backtest of {len(backtest):,} rows written to {output}")
+            say(f"backtest of {done.rows:,} rows written to {output}")

@@ -31,15 +31,19 @@ Modules, each importing only those above it (no cycle):
 - ``arrow``: Arrow chunks to numpy columns, with the error locations;
 - ``readers``: ``read_table``, ``from_frame``, ``load_canonical``, ``read_metadata``;
 - ``writers``: ``write_table`` and ``write_frame``, one atomic write path and one choice of format;
-- ``report``: ``print_report``.
+- ``report``: ``print_report``;
+- ``partitioned``: directories of Parquet parts by bucket with a ``_SUCCESS.json`` marker, local or behind
+  a URI (``Dataset``, ``Writer``, ``write_partitioned``), and ``read_source``, any input as one table.
 """
 
 from qkanforecast.data.canonical import IngestOptions, canonicalise
+from qkanforecast.data.partitioned import Dataset, bucket_of, read_source, wants_directory, write_partitioned
 from qkanforecast.data.readers import from_frame, load_canonical, read_metadata, read_table
 from qkanforecast.data.report import print_report
 from qkanforecast.data.table import Table, freq_to_ns, ns_to_freq
 from qkanforecast.data.writers import atomic_file, metadata, output_format, write_frame, write_table
 
-__all__ = ["IngestOptions", "Table", "atomic_file", "canonicalise", "freq_to_ns", "from_frame",
-           "load_canonical", "metadata", "ns_to_freq", "output_format", "print_report", "read_metadata",
-           "read_table", "write_frame", "write_table"]
+__all__ = ["Dataset", "IngestOptions", "Table", "atomic_file", "bucket_of", "canonicalise", "freq_to_ns",
+           "from_frame", "load_canonical", "metadata", "ns_to_freq", "output_format", "print_report",
+           "read_metadata", "read_source", "read_table", "wants_directory", "write_frame",
+           "write_partitioned", "write_table"]

@@ -42,19 +42,25 @@ def read_table(source: str | os.PathLike[str], options: IngestOptions | None = N
     options = options or IngestOptions()
     given = OutFormat(options.input_format) if options.input_format else None
     if str(source) == "-":
-        label = "<stdin>"
-        data = (stdin or sys.stdin.buffer).read()
-        fmt = given or _sniff(data[:4])
-        stem = "series"
-        src: Any = pa.BufferReader(data)
-    else:
-        path = Path(source)
-        label = str(source)
-        if not path.is_file():
-            raise QKANForecastError(f"{label}: file not found")
-        stem = path.name.split(".")[0] or "series"
-        fmt = given or _guess_format(path)
-        src = str(path)
+        return read_bytes("<stdin>", (stdin or sys.stdin.buffer).read(), options)
+    path = Path(source)
+    if not path.is_file():
+        raise QKANForecastError(f"{source}: file not found")
+    fmt = given or _guess_format(path)
+    return _read(str(source), str(path), fmt, path.name.split(".")[0] or "series", options)
+
+
+def read_bytes(label: str, data: bytes, options: IngestOptions | None = None) -> Table:
+    """Read CSV or Parquet held in memory (stdin, an object fetched from a URI); ``label`` names it in
+    errors and, for a file without an id column, names its one series (``series`` for stdin)."""
+    options = options or IngestOptions()
+    given = OutFormat(options.input_format) if options.input_format else None
+    name = label.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    stem = "series" if label == "<stdin>" else (name.split(".")[0] or "series")
+    return _read(label, pa.BufferReader(data), given or _sniff(data[:4]), stem, options)
+
+
+def _read(label: str, src: Any, fmt: OutFormat, stem: str, options: IngestOptions) -> Table:
     if options.series_id is None:
         options = dataclasses.replace(options, series_id=stem)
     if fmt is OutFormat.PARQUET:
@@ -165,26 +171,30 @@ def from_frame(frame: pd.DataFrame, options: IngestOptions | None = None, source
 # canonical files
 
 
-def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+def read_metadata(path: str | os.PathLike[str], filesystem: Any = None) -> dict[str, Any] | None:
     """The ``qkanforecast`` metadata of a canonical Parquet file (``None`` if it has none)."""
-    meta = pq.read_schema(path).metadata or {}
+    meta = pq.read_schema(path, filesystem=filesystem).metadata or {}
     return json.loads(meta[META_KEY]) if META_KEY in meta else None
 
 
-def load_canonical(path: str | os.PathLike[str]) -> Table:
+def load_canonical(path: str | os.PathLike[str], filesystem: Any = None, label: str | None = None) -> Table:
     """Load a Parquet file written by ``write_table`` quickly (no re-validation of the values).
 
-    Files without qkanforecast metadata go through ``read_table``.
+    ``filesystem`` is a ``pyarrow.fs`` filesystem holding ``path`` (default: the local one); ``label``
+    names the file in errors. Files without qkanforecast metadata go through ``read_table``.
     """
-    if not Path(path).is_file():
+    label = label or str(path)
+    if filesystem is None and not Path(path).is_file():
         raise QKANForecastError(f"{path}: file not found")
-    meta = read_metadata(path)
+    meta = read_metadata(path, filesystem)
     if meta is None:
-        return read_table(path)
+        if filesystem is None:
+            return read_table(path)
+        with filesystem.open_input_file(str(path)) as fh:
+            return read_bytes(label, fh.read())
     if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise QKANForecastError(f"{path}: written by a newer qkanforecast (format {meta['format_version']})")
-    pf = pq.ParquetFile(path, read_dictionary=["unique_id"])
-    tz = getattr(pf.schema_arrow.field("ds").type, "tz", None)
+        raise QKANForecastError(f"{label}: written by a newer qkanforecast (format {meta['format_version']})")
+    pf = pq.ParquetFile(path, read_dictionary=["unique_id"], filesystem=filesystem)
     n = pf.metadata.num_rows
     covariates = [c for c in pf.schema_arrow.names if c not in ("unique_id", "ds", "y")]
     ds = np.empty(n, np.int64)
@@ -195,7 +205,7 @@ def load_canonical(path: str | os.PathLike[str]) -> Table:
     for i in range(pf.num_row_groups):
         rg = pf.read_row_group(i)
         m = rg.num_rows
-        ctx = Ctx(str(path), "row", 1)
+        ctx = Ctx(label, "row", 1)
         codes[pos:pos + m] = to_codes(rg.column("unique_id"), ctx, "unique_id", pos, names)
         ds[pos:pos + m] = rg.column("ds").combine_chunks().cast(pa.int64()).to_numpy()
         for name, column in values.items():
@@ -204,13 +214,17 @@ def load_canonical(path: str | os.PathLike[str]) -> Table:
     cats = np.array(list(names), dtype=object)
     if list(cats) != sorted(cats):
         # categories are seen in row order; the file is sorted, so this only happens for foreign files
-        return read_table(path)
+        if filesystem is None:
+            return read_table(path)
+        with filesystem.open_input_file(str(path)) as fh:
+            return read_bytes(label, fh.read())
     frame = pd.DataFrame({
         "unique_id": pd.Categorical.from_codes(codes.astype(np.int16 if len(cats) < 2**15 else np.int32),
                                                categories=pd.Index(cats, dtype=object)),
         "ds": ds.view("datetime64[ns]"), **values}, copy=False)
-    report = {"source": str(path), "rows": n, "series": int(meta["series"]), "freq": meta["freq"],
-              "loaded": "canonical", "tz": tz}
+    report = {"source": label, "rows": n, "series": int(meta["series"]), "freq": meta["freq"],
+              "loaded": "canonical"}
+    tz = getattr(pf.schema_arrow.field("ds").type, "tz", None)
     lengths = np.asarray(meta["spans"]["length"], dtype=np.int64)
     known = meta["spans"]["unique_id"] == list(cats) and lengths.sum() == n
     return Table(frame=frame, freq=meta["freq"], report=report, tz=tz,

@@ -82,6 +82,16 @@ def write_table(table: Table, path: str | os.PathLike[str], format: str | None =
     _save(path, out, lambda fh: _write(table, fh, out), stdout)
 
 
+def write_frame_to(frame: pd.DataFrame, fh: BinaryIO) -> None:
+    """Write a result table as Parquet to an open binary file (a part of a partitioned output)."""
+    _dump(frame, fh, OutFormat.PARQUET)
+
+
+def write_table_to(table: Table, fh: BinaryIO) -> None:
+    """Write the canonical table as Parquet, with its metadata, to an open binary file."""
+    _write(table, fh, OutFormat.PARQUET)
+
+
 def _save(path: str | os.PathLike[str], fmt: OutFormat, dump: Callable[[BinaryIO], None],
           stdout: BinaryIO | None) -> None:
     """Run ``dump`` on a temporary file that becomes ``path`` (all or nothing); ``-``: on ``stdout``."""
@@ -94,6 +104,9 @@ def _save(path: str | os.PathLike[str], fmt: OutFormat, dump: Callable[[BinaryIO
         out.write(buf.getvalue())
         out.flush()
         return
+    if "://" in str(path):
+        raise QKANForecastError(f"{path}: a URI takes only a partitioned directory (a path without a "
+                                "suffix); write single files locally")
     with atomic_file(path) as fh:
         dump(fh)
 
