@@ -375,6 +375,9 @@ def record(rows: list[dict[str, Any]], job: Job, env: Env, runs_path: Path) -> N
         })  # fmt: skip
     frame = pd.DataFrame(out, columns=RUNS_COLUMNS)
     runs_path.parent.mkdir(parents=True, exist_ok=True)
+    if runs_path.is_file() and pd.read_csv(runs_path, nrows=0).columns.tolist() != RUNS_COLUMNS:
+        frame = pd.concat([load_runs(runs_path), frame])  # written by an older version: rewrite it whole
+        runs_path.unlink()
     frame.to_csv(runs_path, mode="a", header=not runs_path.is_file(), index=False, float_format="%.6g")
 
 
