@@ -225,7 +225,7 @@ def future_values(table: Table, future: Table, columns: list[str], steps: int) -
     out = np.empty((table.n_series, steps, len(columns)))
     for i, uid in enumerate(table.ids):
         want = last[i] + step  # the first forecast step
-        if uid in future._index:
+        if uid in future:
             j = future.index_of(uid)
             a, b = int(future.offsets[j]), int(future.offsets[j + 1])
             gap = int(want - future.ds_ns[a])

@@ -114,6 +114,10 @@ class Table:
     def n_series(self) -> int:
         return len(self.offsets) - 1
 
+    def __contains__(self, unique_id: object) -> bool:
+        """Whether the table has a series of that name."""
+        return unique_id in self._index
+
     def index_of(self, unique_id: str) -> int:
         try:
             return self._index[unique_id]
