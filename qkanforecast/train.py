@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -41,6 +41,9 @@ from qkanforecast.manifest import Calibration, Epoch, InputRanges, Manifest, Sca
 from qkanforecast.models import Ensemble, Forecaster, build_model, count_parameters
 from qkanforecast.registry import Entry, Registry, check_name
 from qkanforecast.windows import Batch, SeriesScaler, WindowDataset, make_datasets, split_points
+
+if TYPE_CHECKING:
+    from qkanforecast.distributed import Dist
 
 INPUTS = ("hist_exog", "futr_exog", "static", "holidays")  # what the network reads: fixed by a checkpoint
 # (epoch record, total epochs, improved, validated: False when there is no validation part and the
@@ -82,13 +85,41 @@ def evaluate_loss(
     index: np.ndarray | None = None,
 ) -> float:
     """The mean ``loss`` over every window of ``ds`` (or over the windows ``index``)."""
+    total, count = loss_sums(model, ds, loss, batch_size, index)
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def loss_sums(
+    model: nn.Module,
+    ds: WindowDataset,
+    loss: Loss = Loss.MSE,
+    batch_size: int = 1024,
+    index: np.ndarray | None = None,
+) -> tuple[float, int]:
+    """The summed ``loss`` and the number of target values it covers (ranks add these up)."""
     model.eval()
     loss_fn = LOSSES[loss]
     total, count = 0.0, 0
     for x, future, y in _batches(ds, batch_size, index):
         total += float(loss_fn(model(x, future), y, reduction="sum"))
         count += y.numel()
+    return total, count
+
+
+def _val_loss(model: nn.Module, ds: WindowDataset, loss: Loss, index: np.ndarray | None,
+              dist: Dist | None) -> float:
+    """The validation loss: this process', or the ranks' sums over their summed counts."""
+    if dist is None:
+        return evaluate_loss(model, ds, loss, index=index)
+    total, count = dist.sum(list(loss_sums(model, ds, loss, index=index)))
     return total / max(count, 1)
+
+
+def _windows(ds: WindowDataset | None, dist: Dist | None) -> int:
+    """Windows of ``ds``, over every rank."""
+    n = len(ds) if ds is not None else 0
+    return n if dist is None else int(dist.sum([n])[0])
 
 
 def fit(
@@ -97,6 +128,7 @@ def fit(
     val_ds: WindowDataset | None,
     config: TrainConfig,
     progress: ProgressFn | None = None,
+    dist: Dist | None = None,
 ) -> list[Epoch]:
     """Train in place with Adam on ``config.loss``; keep the weights of the best validation epoch (or the
     last).
@@ -105,31 +137,45 @@ def fit(
     of that many training windows and validates on one fixed sample of that many validation windows.
     Without validation windows the training loss chooses the epoch (``progress`` is told so).
     ``Epoch.windows_per_s`` counts training windows over the training time (validation left out).
+
+    Under ``dist`` the model is wrapped in DistributedDataParallel, every rank takes the same number of
+    steps (the fewest of any rank, as DDP needs), and the losses are summed over ranks, so that every rank
+    keeps the same epoch.
     """
     gen = torch.Generator().manual_seed(config.seed)
-    validated = val_ds is not None and len(val_ds) > 0
+    validated = _windows(val_ds, dist) > 0
     val_index = sample_windows(len(val_ds), config.max_windows, config.seed) if val_ds is not None else None
     loss_fn = LOSSES[config.loss]
+    net = model if dist is None else dist.wrap(model)
+    steps = None
+    if dist is not None:
+        limit = min(len(train_ds), config.max_windows or len(train_ds))
+        steps = dist.min(math.ceil(limit / config.batch_size))
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     best, best_state, stale, history = math.inf, copy.deepcopy(model.state_dict()), 0, []
     for epoch in range(1, config.epochs + 1):
         model.train()
         start, total, count, windows = time.perf_counter(), 0.0, 0, 0
-        for x, future, y in train_ds.iter_batches(
+        for step, (x, future, y) in enumerate(train_ds.iter_batches(
             config.batch_size, shuffle=True, generator=gen, limit=config.max_windows or None
-        ):
+        )):
+            if steps is not None and step >= steps:
+                break
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x, future), y)
+            loss = loss_fn(net(x, future), y)
             loss.backward()
             opt.step()
             total += loss.item() * y.numel()
             count += y.numel()
             windows += len(y)
         trained = time.perf_counter()
+        if dist is not None:
+            total, summed, summed_windows = dist.sum([total, count, windows])
+            count, windows = int(summed), int(summed_windows)
         train_loss = total / max(count, 1)
         val_loss = train_loss
         if val_ds is not None and validated:
-            val_loss = evaluate_loss(model, val_ds, config.loss, index=val_index)
+            val_loss = _val_loss(model, val_ds, config.loss, val_index, dist)
         seconds = time.perf_counter() - start
         record = Epoch(epoch, train_loss, val_loss, seconds, windows / max(trained - start, 1e-9))
         history.append(record)
@@ -183,17 +229,25 @@ class Fitted:
 
 @torch.no_grad()
 def calibrate(
-    model: nn.Module, val_ds: WindowDataset, batch_size: int = 1024, index: np.ndarray | None = None
+    model: nn.Module,
+    val_ds: WindowDataset,
+    batch_size: int = 1024,
+    index: np.ndarray | None = None,
+    dist: Dist | None = None,
 ) -> Calibration:
     """Split-conformal half-widths per horizon step, in scaled units, from absolute validation residuals
     (of every window, or of the windows ``index``).
 
     For level a and n residuals the half-width is the ceil((n + 1) a)-th smallest (the largest when n is too
     small). The validation part also chose the epoch, so coverage can fall slightly short of the level.
+    Under ``dist`` the residuals of every rank are gathered first.
     """
     model.eval()
     batches = _batches(val_ds, batch_size, index)
-    residuals = torch.cat([(model(x, f) - y).abs() for x, f, y in batches])  # [N, H]
+    parts = [(model(x, f) - y).abs() for x, f, y in batches]
+    if dist is not None:
+        parts = [p for rank in dist.gather(parts) for p in rank]
+    residuals = torch.cat(parts)  # [N, H]
     ordered, _ = residuals.double().sort(dim=0)
     n = len(ordered)
     widths = []
@@ -243,8 +297,10 @@ def fit_table(
     *,
     initial_state: dict[str, torch.Tensor] | None = None,
     progress: ProgressFn | None = None,
+    dist: Dist | None = None,
 ) -> Fitted:
-    """Fit one global model on every series of ``table`` (seeded here, at the entry point)."""
+    """Fit one global model on every series of ``table`` (seeded here, at the entry point). Under ``dist``
+    ``table`` holds this rank's series and ``settings`` come resolved on the whole table."""
     settings = resolve(settings, table)
     data = settings.data
     assert data.lookback is not None
@@ -266,7 +322,7 @@ def fit_table(
     model = build_model(settings.model)
     if initial_state is not None:
         model.load_state_dict(initial_state)
-    history, best = fit_members(model, train_ds, val_ds, settings.train, progress)
+    history, best = fit_members(model, train_ds, val_ds, settings.train, progress, dist)
     budget = (settings.train.max_windows, settings.train.seed)  # validation's sample, again for calibration
     last_seen = table.ds_ns[table.offsets[:-1] + train_ds.val_end - 1].max()
     return Fitted(
@@ -277,8 +333,8 @@ def fit_table(
         len(train_ds),
         len(val_ds) if val_ds is not None else 0,
         pd.Timestamp(last_seen).isoformat(),
-        calibrate(model, val_ds, index=sample_windows(len(val_ds), *budget))
-        if val_ds is not None and len(val_ds)
+        calibrate(model, val_ds, index=sample_windows(len(val_ds), *budget), dist=dist)
+        if val_ds is not None and _windows(val_ds, dist)
         else None,
         stats,
         input_ranges(model, train_ds, seed=settings.train.seed),
@@ -292,6 +348,7 @@ def fit_members(
     val_ds: WindowDataset | None,
     config: TrainConfig,
     progress: ProgressFn | None = None,
+    dist: Dist | None = None,
 ) -> tuple[list[Epoch], Epoch]:
     """``fit`` a model, or each member of an ensemble in turn (apart, each with its own early stopping;
     epochs numbered on across members). Returns the history and the record of the kept weights: for an
@@ -307,12 +364,13 @@ def fit_members(
                 progress(replace(record, epoch=record.epoch + offset), offset + total * left, improved,
                          validated)
 
-        history += [replace(r, epoch=r.epoch + offset) for r in fit(member, train_ds, val_ds, config, shown)]
+        records = fit(member, train_ds, val_ds, config, shown, dist)
+        history += [replace(r, epoch=r.epoch + offset) for r in records]
     best = min(history[offset:], key=lambda e: e.val_loss)
-    if isinstance(model, Ensemble) and val_ds is not None and len(val_ds):
+    if isinstance(model, Ensemble) and val_ds is not None and _windows(val_ds, dist):
         index = sample_windows(len(val_ds), config.max_windows, config.seed)
-        choose_weights(model, val_ds, config.loss, index)
-        best = replace(best, val_loss=evaluate_loss(model, val_ds, config.loss, index=index))
+        choose_weights(model, val_ds, config.loss, index, dist)
+        best = replace(best, val_loss=_val_loss(model, val_ds, config.loss, index, dist))
     return history, best
 
 
@@ -320,9 +378,11 @@ WEIGHT_STEP = 0.1  # the grid of ensemble weights tried on the validation window
 
 
 @torch.no_grad()
-def choose_weights(model: Ensemble, val_ds: WindowDataset, loss: Loss, index: np.ndarray | None) -> None:
+def choose_weights(model: Ensemble, val_ds: WindowDataset, loss: Loss, index: np.ndarray | None,
+                   dist: Dist | None = None) -> None:
     """Set the ensemble's weights to the point of a 0.1 grid on the simplex (two or three members; more
-    keep equal weights) with the lowest validation loss; ties go to the most even weights."""
+    keep equal weights) with the lowest validation loss; ties go to the most even weights. Under ``dist``
+    the losses are the ranks' sums over their summed counts."""
     k = len(model.members)
     if k > 3:
         return
@@ -335,7 +395,12 @@ def choose_weights(model: Ensemble, val_ds: WindowDataset, loss: Loss, index: np
     steps = round(1 / WEIGHT_STEP)
     grid = [w for w in itertools.product(range(steps + 1), repeat=k) if sum(w) == steps]
     candidates = torch.tensor(grid, dtype=torch.float64) / steps  # [G, K]
-    losses = torch.stack([LOSSES[loss](stacked @ w, target) for w in candidates])
+    if dist is None:
+        losses = torch.stack([LOSSES[loss](stacked @ w, target) for w in candidates])
+    else:
+        sums = [float(LOSSES[loss](stacked @ w, target, reduction="sum")) for w in candidates]
+        *summed, count = dist.sum([*sums, target.numel()])
+        losses = torch.tensor(summed, dtype=torch.float64) / max(count, 1)
     spread = (candidates - 1.0 / k).abs().sum(1)
     best = min(range(len(grid)), key=lambda g: (round(float(losses[g]), 12), float(spread[g])))
     model.weights.copy_(candidates[best].to(model.weights.dtype))
@@ -351,11 +416,14 @@ def train(
     source: str | None = None,
     columns: Columns | None = None,
     progress: ProgressFn | None = None,
+    dist: Dist | None = None,
 ) -> Entry:
     """Fit one global model on every series of ``table`` and publish it as a new registry version.
 
     ``source`` and ``columns`` (the input's id, time and target columns) are recorded in the manifest;
-    forecasts and backtests default to the same column names.
+    forecasts and backtests default to the same column names. Under ``dist`` (torchrun) each rank fits
+    its share of the series, and rank 0 publishes the version, with every rank's scalers, and returns it
+    to every rank.
     """
     registry = registry or Registry()
     name = check_name(name or settings.model.model)
@@ -369,7 +437,10 @@ def train(
             )
         initial_state = registry.load_state_dict(warm_start)
     started = time.perf_counter()
-    fitted = fit_table(table, settings, initial_state=initial_state, progress=progress)
+    if dist is None:
+        fitted = fit_table(table, settings, initial_state=initial_state, progress=progress)
+    else:
+        fitted = _fit_shard(table, settings, initial_state, progress, dist)
     best = fitted.best or min(fitted.history, key=lambda e: e.val_loss)
     manifest = Manifest(
         name=name,
@@ -400,4 +471,31 @@ def train(
         covariates=fitted.covariates,
         input_ranges=fitted.input_ranges,
     )
-    return registry.publish(name, fitted.model.state_dict(), manifest)
+    if dist is None:
+        return registry.publish(name, fitted.model.state_dict(), manifest)
+    entry = registry.publish(name, fitted.model.state_dict(), manifest) if dist.rank == 0 else None
+    return dist.broadcast(entry)  # type: ignore[return-value]
+
+
+def _fit_shard(table: Table, settings: Settings, initial_state: dict[str, torch.Tensor] | None,
+               progress: ProgressFn | None, dist: Dist) -> Fitted:
+    """``fit_table`` on this rank's series, with the scalers, window counts and last timestamp of every
+    rank. Settings are resolved on the whole table so that every rank builds the same network."""
+    from qkanforecast.distributed import record_digest
+
+    if settings.data.covariates:
+        raise QKANForecastError("covariates are not supported under torchrun yet (their scaling would "
+                                "differ between ranks); train without torchrun")
+    fitted = fit_table(dist.shard(table), resolve(settings, table), initial_state=initial_state,
+                       progress=progress, dist=dist)
+    record_digest(dist, fitted.model.state_dict())
+    stats: dict[str, Any] = {}
+    for state in dist.gather(fitted.scaler.state_dict()):
+        stats.update(zip(state["unique_id"], zip(state["loc"], state["scale"], strict=True), strict=True))
+    ids = [u for u in table.ids if u in stats]
+    scaler = SeriesScaler(fitted.scaler.kind).load_state_dict(
+        {"kind": fitted.scaler.kind, "unique_id": ids, "loc": [stats[u][0] for u in ids],
+         "scale": [stats[u][1] for u in ids]})
+    train_windows, val_windows = dist.sum([fitted.train_windows, fitted.val_windows])
+    return replace(fitted, scaler=scaler, train_windows=int(train_windows),
+                   val_windows=int(val_windows), trained_until=max(dist.gather(fitted.trained_until)))

@@ -180,10 +180,13 @@ def train(
 ) -> None:
     """Train one global model over every series of DATA and print its registry reference (NAME@vN)."""
     from qkanforecast.covariates import read_holidays
+    from qkanforecast.distributed import join, leave
     from qkanforecast.train import train as run_training
     from qkanforecast.train import warm_settings
 
     given = {k: v for k, v in locals().items() if k in OPTIONS and v is not None}
+    dist = join()  # under torchrun with several ranks: the process group; otherwise None
+    quiet = quiet or (dist is not None and dist.rank != 0)  # one rank speaks
     for key in ("hist_exog", "futr_exog", "static"):
         if key in given:
             given[key] = column_list(given[key])
@@ -221,7 +224,9 @@ def train(
         source=source_of(data),
         columns=columns,
         progress=None if quiet else progress_printer(),
+        dist=dist,
     )
+    leave(dist)
     if not quiet:
         best = entry.manifest.training
         if best.val_windows:
@@ -229,4 +234,5 @@ def train(
         else:
             say(f"best epoch {best.best_epoch} by the training loss {best.train_loss:.4g} (no validation "
                 f"part); saved {entry.path}")
-    typer.echo(entry.ref)
+    if dist is None or dist.rank == 0:
+        typer.echo(entry.ref)
