@@ -17,6 +17,7 @@ import pytest
 import torch
 from conftest import sine_panel
 
+from qkanforecast.config import Settings
 from qkanforecast.registry import Registry
 
 pytestmark = pytest.mark.skipif(
@@ -105,3 +106,58 @@ def test_more_ranks_than_series_is_one_error_line(tmp_path: Path) -> None:
     assert run.returncode != 0
     assert "Error: 1 series cannot be shared among 2 ranks" in run.stderr
     assert not (tmp_path / "home" / "panel").exists()
+
+
+STEP = {"model": "lstm", "lookback": 16, "horizon": 3, "hidden_size": 4, "epochs": 1, "batch_size": 100_000,
+        "ensemble": []}
+
+
+def _one_step_rank(rank: int, store: str, out: str) -> None:
+    """Rank ``rank`` of 2: one full-batch DDP step (``fit_table``) on its two series; rank 0 saves."""
+    from qkanforecast.data import from_frame
+    from qkanforecast.distributed import Dist
+    from qkanforecast.train import fit_table, resolve
+
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        dist = Dist(rank, 2)
+        table = from_frame(sine_panel(n_series=4, steps=400))
+        settings = resolve(Settings().updated(STEP), table)
+        fitted = fit_table(dist.shard(table), settings, dist=dist)
+        if rank == 0:
+            torch.save(fitted.model.state_dict(), out)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_one_ddp_step_on_two_shards_is_one_step_on_both(tmp_path: Path) -> None:
+    """Equal-length series give each rank the same number of windows, so the mean of the ranks' mean
+    gradients is the gradient over all windows: one full-batch step matches the single process."""
+    import torch.multiprocessing as mp
+
+    from qkanforecast.data import from_frame
+    from qkanforecast.train import fit_table
+
+    out = tmp_path / "ddp.pt"
+    mp.start_processes(_one_step_rank, args=(str(tmp_path / "store"), str(out)), nprocs=2, join=True,
+                       start_method="spawn")
+    ddp = torch.load(out)
+    single = fit_table(from_frame(sine_panel(n_series=4, steps=400)), Settings().updated(STEP)).model
+    want = single.state_dict()
+    assert ddp.keys() == want.keys()
+    for key in want:
+        torch.testing.assert_close(ddp[key], want[key], atol=1e-6, rtol=0)
+    assert not all(torch.equal(ddp[k], single_init) for k, single_init in _initial().items())
+
+
+def _initial() -> dict[str, torch.Tensor]:
+    """The weights before the step (to show that the step moved them)."""
+    from qkanforecast.data import from_frame
+    from qkanforecast.models import build_model
+    from qkanforecast.train import resolve
+
+    settings = resolve(Settings().updated(STEP), from_frame(sine_panel(n_series=4, steps=400)))
+    torch.manual_seed(settings.train.seed)
+    return build_model(settings.model).state_dict()
