@@ -18,7 +18,14 @@ from qkanforecast.data.zones import to_zone
 from qkanforecast.errors import QKANForecastError
 from qkanforecast.models import Ensemble, Forecaster, build_model
 from qkanforecast.registry import Entry, Registry
-from qkanforecast.windows import RawCovariates, SeriesScaler, WindowDataset, last_windows, window_calendar
+from qkanforecast.windows import (
+    RawCovariates,
+    SeriesScaler,
+    WindowDataset,
+    last_windows,
+    table_covariates,
+    window_calendar,
+)
 
 CHUNK = 1024  # series forecast at once
 
@@ -199,20 +206,14 @@ def raw_covariates(
     d = predictor.entry.manifest.data
     if not predictor.covariates.any:
         return None
-    n, lookback, off = table.n_series, predictor.lookback, table.offsets
-    rows = (off[:-1] + ends)[:, None] - lookback + np.arange(lookback)[None, :]  # [S, L]
-    named = [*d.hist_exog, *d.futr_exog]
-    past = np.stack([table.column(c)[rows] for c in named], -1) if named else np.zeros((n, lookback, 0))
     check_static(table, d.static)
-    static = np.stack([table.column(c)[off[:-1]] for c in d.static], -1) if d.static else np.zeros((n, 0))
-    if not d.futr_exog:
-        ahead = np.zeros((n, steps, 0))
-    elif future is None:
-        ahead_rows = (off[:-1] + ends)[:, None] + np.arange(steps)[None, :]
-        ahead = np.stack([table.column(c)[ahead_rows] for c in d.futr_exog], -1)
-    else:
-        ahead = future_values(table, future, d.futr_exog, steps)
-    return RawCovariates(past, ahead, static)
+    series = np.arange(table.n_series)
+    first = table.offsets[:-1] + ends  # the row of each forecast's first step
+    given = future is not None and bool(d.futr_exog)  # the future columns' values come from ``future``
+    raw = table_covariates(table, d, series, first, predictor.lookback, 0 if given else steps)
+    if future is not None and given:
+        raw.future = future_values(table, future, d.futr_exog, steps)
+    return raw
 
 
 def future_values(table: Table, future: Table, columns: list[str], steps: int) -> np.ndarray:

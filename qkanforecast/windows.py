@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from qkanforecast.config import Scaler
+from qkanforecast.config import DataConfig, Scaler
 from qkanforecast.covariates import Covariates
 from qkanforecast.data import Table
 from qkanforecast.errors import QKANForecastError
@@ -216,6 +216,24 @@ class RawCovariates:
         return RawCovariates(self.past[rows], self.future[rows], self.static[rows])
 
 
+def table_covariates(table: Table, data: DataConfig, series: np.ndarray, first: np.ndarray, lookback: int,
+                     horizon: int) -> RawCovariates:
+    """The covariates of ``data`` for windows of series ``series`` whose first target is at table row
+    ``first`` (``[N]`` each): the ``lookback`` rows before it, the ``horizon`` rows from it (future
+    columns only; 0 to leave them to the caller) and the series' static values. Only these rows are read."""
+    n = len(first)
+    rows = first[:, None] - lookback + np.arange(lookback + horizon)[None, :]  # [N, L + H]
+
+    def gather(columns: list[str], at: np.ndarray) -> np.ndarray:
+        if not columns:
+            return np.zeros((*at.shape, 0))
+        return np.stack([table.column(c)[at] for c in columns], axis=-1)
+
+    return RawCovariates(gather([*data.hist_exog, *data.futr_exog], rows[:, :lookback]),
+                         gather(data.futr_exog, rows[:, lookback:]),
+                         gather(data.static, table.offsets[series]) if data.static else np.zeros((n, 0)))
+
+
 def window_calendar(first_target: np.ndarray, step_ns: int, lookback: int, horizon: int,
                     on: bool = True, covariates: Covariates | None = None,
                     raw: RawCovariates | None = None, tz: str | None = None
@@ -273,13 +291,6 @@ class WindowDataset(Dataset[Batch]):
             raise QKANForecastError(f"unknown part '{part}'; choose from {', '.join(PARTS)}")
         self.table, self.lookback, self.horizon, self.step, self.part = table, lookback, horizon, step, part
         self.calendar, self.covariates = calendar, covariates
-        if covariates is not None and covariates.any:
-            d = covariates.data
-            self._exog = np.stack([table.column(c) for c in [*d.hist_exog, *d.futr_exog]], axis=-1) \
-                if d.hist_exog or d.futr_exog else np.zeros((len(table.values), 0))  # [rows, hist + futr]
-            self._n_hist = len(d.hist_exog)
-            self._static = np.stack([table.column(c)[table.offsets[:-1]] for c in d.static], axis=-1) \
-                if d.static else np.zeros((table.n_series, 0))  # [S, static]
         lengths = table.lengths
         if splits is None:
             splits = split_points(lengths, val_size, test_size, ids=table.ids)
@@ -340,10 +351,7 @@ class WindowDataset(Dataset[Batch]):
         """The covariates of windows of series ``s`` whose first target is at row ``first``."""
         if self.covariates is None or not self.covariates.any:
             return None
-        rows = first[:, None] - self.lookback + np.arange(self.lookback + self.horizon)[None, :]
-        values = self._exog[rows]  # [N, L + H, hist + futr]
-        return RawCovariates(values[:, :self.lookback], values[:, self.lookback:, self._n_hist:],
-                             self._static[s])
+        return table_covariates(self.table, self.covariates.data, s, first, self.lookback, self.horizon)
 
     def __getitem__(self, index: int) -> Batch:
         x, future, y = self.batch([index])
