@@ -234,15 +234,19 @@ def test_historical_covariates_errors(tmp_path, exog_csv, registry):
     assert "--hist-exog" in message
 
 
-def test_backtest_uses_the_table_covariates_like_forecast_uses_the_future_file(tmp_path, exog_csv, registry):
+def test_backtest_uses_the_table_covariates_like_forecast_uses_the_future_file(tmp_path, registry):
     """The last backtest window equals a forecast from the table cut at its origin, given the cut rows'
     future values as --futr: both paths align the covariates the same way."""
-    ref = train(exog_csv, registry, "--hist-exog", "temp", "--futr-exog", "promo", "--holidays",
+    frame = exog_panel()
+    tail_rows = frame.groupby("unique_id").tail(4).index  # the origin and the 3 steps after it
+    frame.loc[tail_rows, "promo"] = [0.0, 1.0, 0.0, 1.0] * 2  # a shift by one step changes every value
+    data = tmp_path / "promo.csv"
+    frame.to_csv(data, index=False)
+    ref = train(data, registry, "--hist-exog", "temp", "--futr-exog", "promo", "--holidays",
                 _holidays(tmp_path))
     backtest = tmp_path / "bt.csv"
-    result = run("evaluate", exog_csv, "-m", ref, "--registry", registry, "--windows", "1", "-o", backtest)
+    result = run("evaluate", data, "-m", ref, "--registry", registry, "--windows", "1", "-o", backtest)
     assert result.exit_code == 0, result.stderr
-    frame = exog_panel()
     head = frame.groupby("unique_id").head(297)
     tail = frame.groupby("unique_id").tail(3)[["unique_id", "ds", "promo"]]
     cut, futr = tmp_path / "cut.csv", tmp_path / "futr.csv"
