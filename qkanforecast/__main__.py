@@ -1,3 +1,3 @@
-from qkanforecast.cli import app
+from qkanforecast.cli import main
 
-app(prog_name="qkanforecast")
+main()

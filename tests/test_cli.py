@@ -293,3 +293,22 @@ def test_threads_default_to_one_unless_asked(runner, monkeypatch):
     assert os.environ["OMP_NUM_THREADS"] == "2"  # the user's own setting is kept
     run(runner, "--threads", "3", "models", "path")
     assert os.environ["OMP_NUM_THREADS"] == "3"
+
+
+@pytest.mark.parametrize(("args", "code", "out", "err"), [
+    (["--version"], 0, f"qkanforecast {__version__}\n", ""),
+    (["forecast", "absent.csv", "--model", "x@v1"], 1, "", "Error: "),
+    (["forecast"], 2, "", "Missing argument"),
+])
+def test_the_command_status_is_the_process_status_whatever_the_teardown(tmp_path, args, code, out, err):
+    """Once a command has returned, native teardown at interpreter exit (pyarrow's thread pools) cannot
+    turn its status into an abort: the entry point flushes and ends the process. An atexit handler that
+    aborts stands in for such a teardown."""
+    script = ("import atexit, os, sys; atexit.register(os.abort); sys.argv[0] = 'qkanforecast'; "
+              "from qkanforecast.cli import main; main()")
+    env = {**os.environ, "QKANFORECAST_HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", script, *args], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == code, done.stderr
+    assert done.stdout == out
+    assert err in done.stderr
