@@ -299,3 +299,22 @@ def test_calendar_of_every_input_and_target_step() -> None:
         np.testing.assert_array_equal(future[k].numpy(), calendar(ds_ns[row : row + 3]))
     plain = WindowDataset(table, 5, 3)
     torch.testing.assert_close(plain.batch(np.arange(len(ds)))[0], x[:, :, :1])
+
+
+@pytest.mark.parametrize("kind", ["standard", "minmax", "robust", "none"])
+def test_fitting_many_series_at_once_gives_the_one_by_one_statistics(kind: str) -> None:
+    """``fit_rows`` (blocks of equally long series) equals ``fit_series`` per series bit for bit, keeps
+    the order of the ids, and names the first series in that order that cannot be fitted."""
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(1, 40, 200)
+    off = np.concatenate([[0], np.cumsum(lengths)])
+    y = rng.normal(5, 3, off[-1]) * 1e3
+    ids = [f"s{i}" for i in range(200)][::-1]
+    one = SeriesScaler(kind)
+    for i, uid in enumerate(ids):
+        one.fit_series(uid, y[off[i]:off[i + 1]])
+    many = SeriesScaler(kind).fit_rows(ids, y, off[:-1], off[1:])
+    assert many.state_dict() == one.state_dict()
+    y[off[9]], y[off[4] + lengths[4] - 1] = np.nan, np.inf
+    with pytest.raises(QKANForecastError, match="series 's195'"):
+        SeriesScaler(kind).fit_rows(ids, y, off[:-1], off[1:])
