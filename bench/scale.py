@@ -2,6 +2,7 @@
 the local engine and on Ray with 2 workers, with the peak memory of every process.
 
     .venv/bin/python -m bench.scale --buckets 32          # 100,000 series x 2 weeks (the README's table)
+    .venv/bin/python -m bench.scale --series 1000000 --direct --only forecast   # the issue's target
     .venv/bin/python -m bench.scale --series 1000000      # the issue's size, 256 buckets (~8 GB to ingest)
     .venv/bin/python -m bench.scale --series 2000 --buckets 16   # a quick run
 
@@ -40,16 +41,43 @@ def make_panel(path: Path, series: int, seed: int = 0) -> None:
     """A canonical Parquet file of ``series`` noisy daily cycles, two weeks of hours each."""
     from qkanforecast.data import Table, write_table
 
-    rng = np.random.default_rng(seed)
-    t = np.arange(STEPS)
     ids = np.array([f"cell_{i:07d}" for i in range(series)], dtype=object)
-    level = rng.uniform(10, 1000, (series, 1))
-    y = level * (1 + 0.5 * np.sin(2 * np.pi * t / 24)) + rng.normal(0, 0.05, (series, STEPS)) * level
+    y = _cycles(np.random.default_rng(seed), series)
     stamps = np.datetime64("2026-11-01T00:00", "ns") + np.arange(STEPS) * np.timedelta64(3600, "s")
     codes = np.repeat(np.arange(series, dtype=np.int32), STEPS)
     uid = pd.Categorical.from_codes(codes, categories=pd.Index(ids, dtype=object))
     frame = pd.DataFrame({"unique_id": uid, "ds": np.tile(stamps, series), "y": y.ravel()}, copy=False)
     write_table(Table(frame=frame, freq="h", known_offsets=np.arange(series + 1) * STEPS), path)
+
+
+def _cycles(rng: np.random.Generator, series: int) -> np.ndarray:
+    t = np.arange(STEPS)
+    level = rng.uniform(10, 1000, (series, 1))
+    return level * (1 + 0.5 * np.sin(2 * np.pi * t / 24)) + rng.normal(0, 0.05, (series, STEPS)) * level
+
+
+def make_buckets(path: Path, series: int, buckets: int, seed: int = 0) -> None:
+    """The same kind of panel written straight into ``buckets`` buckets (as ``ingest --buckets`` would
+    place its series), one bucket in memory at a time: the issue's 1,000,000 series without an 8 GB
+    single file to ingest."""
+    from qkanforecast.data import Table
+    from qkanforecast.data.partitioned import Writer, bucket_of
+
+    ids = np.array([f"cell_{i:07d}" for i in range(series)], dtype=object)
+    where = bucket_of(list(ids), buckets)
+    stamps = np.datetime64("2026-11-01T00:00", "ns") + np.arange(STEPS) * np.timedelta64(3600, "s")
+    writer = Writer(str(path)).begin()
+    parts = []
+    for k in range(buckets):
+        mine = ids[where == k]
+        n = len(mine)
+        y = _cycles(np.random.default_rng([seed, k]), n)
+        uid = pd.Categorical.from_codes(np.repeat(np.arange(n, dtype=np.int32), STEPS),
+                                        categories=pd.Index(mine, dtype=object))
+        frame = pd.DataFrame({"unique_id": uid, "ds": np.tile(stamps, n), "y": y.ravel()}, copy=False)
+        table = Table(frame=frame, freq="h", known_offsets=np.arange(n + 1) * STEPS)
+        parts.append(writer.write_table(table, k))
+    writer.commit("canonical", buckets, parts, "h")
 
 
 def child(what: str, args: list[str]) -> dict[str, float]:
@@ -65,6 +93,8 @@ def child(what: str, args: list[str]) -> dict[str, float]:
     worker, ray_start = 0.0, 0.0
     if what == "panel":
         make_panel(Path(args[0]), int(args[1]))
+    elif what == "buckets":
+        make_buckets(Path(args[0]), int(args[1]), int(args[2]))
     elif what == "train":
         train_model(Path(args[0]), Path(args[1]))
     elif what == "ingest":
@@ -107,7 +137,13 @@ def train_model(panel: Path, registry: Path) -> None:
     from qkanforecast.registry import Registry
     from qkanforecast.train import train
 
-    table = load_canonical(panel)
+    if panel.is_dir():  # a partitioned panel: its first bucket
+        from qkanforecast.data import Dataset
+
+        data = Dataset.open(panel)
+        table = data.read_part(data.parts[0])
+    else:
+        table = load_canonical(panel)
     few = table.frame[table.frame["unique_id"].cat.codes < 200].copy()
     few["unique_id"] = few["unique_id"].astype(str)
     settings = Settings(ModelConfig("qkan-lstm"), DataConfig(lookback=48, horizon=24),
@@ -119,29 +155,40 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--series", type=int, default=100_000)
     parser.add_argument("--buckets", type=int, default=256)
+    parser.add_argument("--direct", action="store_true",
+                        help="generate the panel straight into buckets (no single file, no ingest, no "
+                        "one-file baseline); the quarter-size panel gets a quarter of the buckets")
+    parser.add_argument("--only", choices=("forecast", "evaluate"), help="measure this command only")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     opts = parser.parse_args()
     if opts.child:
         print(json.dumps(child(opts.child[0], opts.child[1:])))
         return
     rows = []
+    whats = ("forecast", "evaluate") if opts.only is None else (opts.only,)
     with tempfile.TemporaryDirectory(prefix="qkf-scale-") as tmp:
         folder = Path(tmp)
-        sizes = {"full": opts.series, "quarter": max(opts.series // 4, 1)}
-        for size, series in sizes.items():  # in children: this process stays small (its RSS is inherited)
-            measure("panel", str(folder / f"{size}.parquet"), str(series))
-        measure("train", str(folder / "full.parquet"), str(folder / "reg"))
+        quarter = max(opts.buckets // 4, 1) if opts.direct else opts.buckets
+        sizes = {"full": (opts.series, opts.buckets), "quarter": (max(opts.series // 4, 1), quarter)}
+        for size, (series, buckets) in sizes.items():  # in children: this process stays small
+            if opts.direct:
+                measure("buckets", str(folder / f"{size}-parts"), str(series), str(buckets))
+            else:
+                measure("panel", str(folder / f"{size}.parquet"), str(series))
+        measure("train", str(folder / ("full-parts" if opts.direct else "full.parquet")), str(folder / "reg"))
         reg = str(folder / "reg")
-        for size, series in sizes.items():
+        for size, (series, buckets) in sizes.items():
             panel, parts = folder / f"{size}.parquet", folder / f"{size}-parts"
             runs: list[tuple[str, str, dict[str, float]]] = []
-            runs.append(("ingest --buckets (one process)", "local",
-                         measure("ingest", str(panel), str(parts), str(opts.buckets))))
-            for what in ("forecast", "evaluate"):
-                runs.append((f"{what}, one file (today)", "local",
-                             measure(what, str(panel), reg, str(folder / f"{what}.parquet"), "single")))
+            if not opts.direct:
+                runs.append(("ingest --buckets (one process)", "local",
+                             measure("ingest", str(panel), str(parts), str(buckets))))
+            for what in whats:
+                if not opts.direct:
+                    runs.append((f"{what}, one file (today)", "local",
+                                 measure(what, str(panel), reg, str(folder / f"{what}.parquet"), "single")))
                 for engine in ("local", "ray"):
-                    runs.append((f"{what}, {opts.buckets} buckets", engine,
+                    runs.append((f"{what}, {buckets} buckets", engine,
                                  measure(what, str(parts), reg, str(folder / f"{what}-{engine}"), engine)))
             for name, engine, r in runs:
                 rows.append({"series": series, "step": name, "engine": engine if "buckets" in name and
