@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,11 +20,12 @@ import torch
 import torch.distributed
 from torch import nn
 
+from qkanforecast.data.partitioned import Dataset, merge
 from qkanforecast.data.table import Table
 from qkanforecast.errors import QKANForecastError
 
 T = TypeVar("T")
-DIGESTS_ENV = "QKANFORECAST_DDP_DIGESTS"  # a folder: each rank writes the sha256 of its final weights there
+DIGESTS_ENV = "QKANFORECAST_DDP_DIGESTS"  # a folder: each rank writes its weights' sha256 and its series
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class Dist:
 
     rank: int
     world_size: int
+    own_buckets: bool = False  # the table read holds this rank's buckets only (``read_buckets``)
 
     def gather(self, value: T) -> list[T]:
         """Every rank's ``value``, in rank order, on every rank."""
@@ -60,8 +62,26 @@ class Dist:
         """``module`` under DistributedDataParallel (gradients averaged over ranks at each step)."""
         return nn.parallel.DistributedDataParallel(module)
 
+    def read_buckets(self, dataset: Dataset) -> tuple[Dist, Table]:
+        """This rank's buckets of a partitioned table (every world_size-th part from part ``rank``),
+        read and merged, and the ``Dist`` that knows the table is this rank's share already."""
+        parts = dataset.parts[self.rank::self.world_size]
+        if len(dataset.parts) < self.world_size:
+            raise QKANForecastError(
+                f"{dataset.label}: {len(dataset.parts)} buckets cannot be shared among {self.world_size} "
+                "ranks; ingest it with more --buckets, or use at most one rank per bucket")
+        table = merge([dataset.read_part(p) for p in parts], dataset.marker.freq or "h", dataset.label)
+        return replace(self, own_buckets=True), table
+
+    def series(self, table: Table) -> int:
+        """The number of series trained on, over all ranks."""
+        return int(self.sum([table.n_series])[0]) if self.own_buckets else table.n_series
+
     def shard(self, table: Table) -> Table:
-        """The series of ``table`` this rank trains on: series i where i % world_size == rank."""
+        """The series of ``table`` this rank trains on: series i where i % world_size == rank (all of
+        it when the table holds this rank's buckets only)."""
+        if self.own_buckets:
+            return table
         if table.n_series < self.world_size:
             raise QKANForecastError(
                 f"{table.n_series} series cannot be shared among {self.world_size} ranks; "
@@ -108,8 +128,10 @@ def digest(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def record_digest(dist: Dist, state: dict[str, torch.Tensor]) -> None:
-    """Write this rank's weight digest under ``$QKANFORECAST_DDP_DIGESTS`` (tests compare the ranks)."""
+def record_digest(dist: Dist, state: dict[str, torch.Tensor], ids: list[str]) -> None:
+    """Write this rank's weight digest and the ids of the series it trained on under
+    ``$QKANFORECAST_DDP_DIGESTS`` (tests compare the ranks)."""
     folder = os.environ.get(DIGESTS_ENV)
     if folder:
         Path(folder, f"rank{dist.rank}.sha256").write_text(digest(state) + "\n")
+        Path(folder, f"rank{dist.rank}.series").write_text("".join(f"{u}\n" for u in ids))

@@ -271,15 +271,23 @@ def auto_lookback(season: int, horizon: int, train_length: int) -> int:
     return max(1, min(season, train_length - 2 * horizon))
 
 
-def resolve(settings: Settings, table: Table) -> Settings:
+def shortest_train(settings: Settings, table: Table) -> int:
+    """The fewest training steps of any series of ``table`` (the lookback's default depends on it)."""
+    data = settings.data
+    train_end, _ = split_points(table.lengths, data.part_size("val_size"), data.part_size("test_size"),
+                                ids=table.ids)
+    return int(train_end.min())
+
+
+def resolve(settings: Settings, table: Table, shortest: int | None = None) -> Settings:
     """The settings with every data-dependent default made concrete (and so recorded in the manifest):
-    the season from the frequency, the lookback, the recurrence's length and the skip."""
+    the season from the frequency, the lookback, the recurrence's length and the skip. ``shortest``: the
+    fewest training steps of any series, where ``table`` holds only some of them."""
     data, model = settings.data, settings.model
     season = season_length(table.freq)
     if data.lookback is None:
-        train_end, _ = split_points(table.lengths, data.part_size("val_size"), data.part_size("test_size"),
-                                    ids=table.ids)
-        data = replace(data, lookback=auto_lookback(season, data.horizon, int(train_end.min())))
+        fewest = shortest_train(settings, table) if shortest is None else shortest
+        data = replace(data, lookback=auto_lookback(season, data.horizon, fewest))
     assert data.lookback is not None
     past, future = covariate_sizes(data)
     model = replace(model, season=season, input_size=1 + past, future_size=future)
@@ -300,7 +308,7 @@ def fit_table(
     dist: Dist | None = None,
 ) -> Fitted:
     """Fit one global model on every series of ``table`` (seeded here, at the entry point). Under ``dist``
-    ``table`` holds this rank's series and ``settings`` come resolved on the whole table."""
+    ``table`` holds this rank's series and ``settings`` come resolved over every rank's series."""
     settings = resolve(settings, table)
     data = settings.data
     assert data.lookback is not None
@@ -449,7 +457,7 @@ def train(
         train=fitted.settings.train,
         schema=Schema(
             freq=table.freq,
-            series=table.n_series,
+            series=table.n_series if dist is None else dist.series(table),
             source=source,
             trained_until=fitted.trained_until,
             columns=columns or Columns(),
@@ -480,19 +488,22 @@ def train(
 def _fit_shard(table: Table, settings: Settings, initial_state: dict[str, torch.Tensor] | None,
                progress: ProgressFn | None, dist: Dist) -> Fitted:
     """``fit_table`` on this rank's series, with the scalers, window counts and last timestamp of every
-    rank. Settings are resolved on the whole table so that every rank builds the same network."""
+    rank. Settings are resolved with the shortest series of any rank, so that every rank builds the same
+    network."""
     from qkanforecast.distributed import record_digest
 
     if settings.data.covariates:
         raise QKANForecastError("covariates are not supported under torchrun yet (their scaling would "
                                 "differ between ranks); train without torchrun")
-    fitted = fit_table(dist.shard(table), resolve(settings, table), initial_state=initial_state,
+    shard = dist.shard(table)
+    shortest = dist.min(shortest_train(settings, shard)) if settings.data.lookback is None else None
+    fitted = fit_table(shard, resolve(settings, shard, shortest), initial_state=initial_state,
                        progress=progress, dist=dist)
-    record_digest(dist, fitted.model.state_dict())
+    record_digest(dist, fitted.model.state_dict(), list(shard.ids))
     stats: dict[str, Any] = {}
     for state in dist.gather(fitted.scaler.state_dict()):
         stats.update(zip(state["unique_id"], zip(state["loc"], state["scale"], strict=True), strict=True))
-    ids = [u for u in table.ids if u in stats]
+    ids = sorted(stats) if dist.own_buckets else [u for u in table.ids if u in stats]
     scaler = SeriesScaler(fitted.scaler.kind).load_state_dict(
         {"kind": fitted.scaler.kind, "unique_id": ids, "loc": [stats[u][0] for u in ids],
          "scale": [stats[u][1] for u in ids]})

@@ -161,3 +161,59 @@ def _initial() -> dict[str, torch.Tensor]:
     settings = resolve(Settings().updated(STEP), from_frame(sine_panel(n_series=4, steps=400)))
     torch.manual_seed(settings.train.seed)
     return build_model(settings.model).state_dict()
+
+
+def _buckets(panel: Path, buckets: int) -> Path:
+    from qkanforecast.data import read_source, write_partitioned
+
+    write_partitioned(read_source(str(panel / "panel.csv")), panel / "parts", buckets)
+    return panel / "parts"
+
+
+def test_each_rank_reads_its_own_buckets_only(panel: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from qkanforecast.data.partitioned import Dataset
+    from qkanforecast.distributed import Dist
+    from qkanforecast.errors import QKANForecastError
+
+    data = Dataset.open(_buckets(panel, 4))
+    read: list[int] = []
+    original = Dataset.read_part
+    monkeypatch.setattr(Dataset, "read_part",
+                        lambda self, part: read.append(part.bucket) or original(self, part))
+    dist, table = Dist(1, 2).read_buckets(data)
+    mine = data.parts[1::2]
+    assert read == [p.bucket for p in mine] and len(mine) < len(data.parts)
+    assert sorted(table.ids) == sorted(u for p in mine for u in original(data, p).ids)
+    assert dist.own_buckets and dist.shard(table) is table
+    with pytest.raises(QKANForecastError, match=f"{len(data.parts)} buckets cannot be shared among 5 ranks"):
+        Dist(0, 5).read_buckets(data)
+
+
+@pytest.mark.slow
+def test_two_ranks_on_a_partitioned_table(panel: Path) -> None:
+    """Each rank trains on its buckets; the one version has every series' scalers (equal to the
+    single-process fit), the series and window counts of the whole table, and equal weights on both."""
+    from qkanforecast.data.partitioned import Dataset
+
+    parts = _buckets(panel, 4)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "qkanforecast", "train", str(parts), *TINY, "--model", "lstm", "--name", "ddp", "-q"]
+    ddp = subprocess.run(cmd, env=_env(panel), capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+    assert ddp.returncode == 0, ddp.stderr
+    single = _train(panel, [*TINY, "--model", "lstm", "--name", "one", "-q"], ranks=None)
+    assert single.returncode == 0, single.stderr
+    reg = Registry(panel / "home")
+    got, want = reg.get("ddp@v1").manifest, reg.get("one@v1").manifest
+    assert sorted(got.scaler.unique_id) == sorted(want.scaler.unique_id)
+    for uid in want.scaler.unique_id:
+        i, j = got.scaler.unique_id.index(uid), want.scaler.unique_id.index(uid)
+        assert (got.scaler.loc[i], got.scaler.scale[i]) == (want.scaler.loc[j], want.scaler.scale[j])
+    assert got.schema.series == 4
+    assert (got.training.train_windows, got.training.val_windows) == (
+        want.training.train_windows, want.training.val_windows)
+    digests = sorted(panel.glob("rank*.sha256"))
+    assert len(digests) == 2 and digests[0].read_text() == digests[1].read_text()
+    data = Dataset.open(parts)
+    for rank in (0, 1):  # the series of its own buckets (not series i % 2 == rank of the whole table)
+        trained = (panel / f"rank{rank}.series").read_text().split()
+        assert trained == sorted(u for p in data.parts[rank::2] for u in data.read_part(p).ids)

@@ -180,6 +180,7 @@ def train(
 ) -> None:
     """Train one global model over every series of DATA and print its registry reference (NAME@vN)."""
     from qkanforecast.covariates import read_holidays
+    from qkanforecast.data.partitioned import open_partitioned
     from qkanforecast.distributed import join, leave
     from qkanforecast.train import train as run_training
     from qkanforecast.train import warm_settings
@@ -207,7 +208,11 @@ def train(
     columns = (warm.manifest.schema.columns if warm else Columns()).given(
         inputs.id_col, inputs.time_col, inputs.target_col
     )
-    table = inputs.read(data, columns, covariates=settings.data.covariates, quiet=quiet)
+    dataset = open_partitioned(data) if dist is not None else None
+    if dist is not None and dataset is not None and dataset.marker.kind == "canonical":
+        dist, table = dist.read_buckets(dataset)  # each rank reads its own buckets only
+    else:
+        table = inputs.read(data, columns, covariates=settings.data.covariates, quiet=quiet)
     if not quiet and table.step_ns >= 86_400 * 10**9:  # the season of sub-daily data goes without saying
         from qkanforecast.baselines import season_note
 
