@@ -3,6 +3,7 @@ the local engine and on Ray with 2 workers, with the peak memory of every proces
 
     .venv/bin/python -m bench.scale --buckets 32          # 100,000 series x 2 weeks (the README's table)
     .venv/bin/python -m bench.scale --series 1000000 --direct --only forecast   # the issue's target
+    .venv/bin/python -m bench.scale --series 2000 --buckets 16 --only train     # DDP: 2 ranks vs 1
     .venv/bin/python -m bench.scale --series 1000000      # the issue's size, 256 buckets (~8 GB to ingest)
     .venv/bin/python -m bench.scale --series 2000 --buckets 16   # a quick run
 
@@ -131,6 +132,28 @@ def measure(what: str, *args: str) -> dict[str, float]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def train_ddp(parts: Path, registry: Path, ranks: int, epochs: int) -> dict[str, float]:
+    """``train`` on a partitioned panel, plainly (1) or under torchrun with ``ranks`` processes (one thread
+    each), with the product's default model; the training windows per second are the median over epochs
+    of the manifest's history (windows of every rank, over the time of the training steps)."""
+    from qkanforecast.registry import Registry
+
+    name = f"ddp{ranks}"
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks)]
+    launcher = launcher if ranks > 1 else []
+    cmd = [sys.executable, *launcher, "-m", "qkanforecast", "train", str(parts), "--epochs", str(epochs),
+           "--patience", "0", "--registry", str(registry), "--name", name, "-q"]
+    start = time.perf_counter()
+    out = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                         text=True)
+    if out.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
+    seconds = time.perf_counter() - start
+    manifest = Registry(registry).get(f"{name}@v1").manifest
+    rates = sorted(e.windows_per_s for e in manifest.history)
+    return {"seconds": seconds, "windows_per_s": rates[len(rates) // 2], "series": manifest.schema.series}
+
+
 def train_model(panel: Path, registry: Path) -> None:
     from qkanforecast.config import DataConfig, ModelConfig, Settings, TrainConfig
     from qkanforecast.data import from_frame, load_canonical
@@ -151,6 +174,21 @@ def train_model(panel: Path, registry: Path) -> None:
     train(from_frame(few), settings, name="scale", registry=Registry(registry))
 
 
+def train_table(series: int, buckets: int, epochs: int = 3) -> None:
+    """DDP training throughput: 1 process against torchrun with 2, each rank reading its own buckets."""
+    with tempfile.TemporaryDirectory(prefix="qkf-scale-") as tmp:
+        parts = Path(tmp) / "parts"
+        measure("buckets", str(parts), str(series), str(buckets))
+        runs = {ranks: train_ddp(parts, Path(tmp) / "reg", ranks, epochs) for ranks in (1, 2)}
+    print(f"train on {series:,} series x {STEPS} hourly steps in {buckets} buckets, the default model, "
+          f"{epochs} epochs; load average {os.getloadavg()[0]:.1f} at the end; {os.cpu_count()} cores")
+    print("| processes | seconds (whole run) | training windows/s (median epoch) | vs 1 process |")
+    print("|---:|---:|---:|---:|")
+    for ranks, r in runs.items():
+        print(f"| {ranks} | {r['seconds']:.1f} | {r['windows_per_s']:,.0f} | "
+              f"{r['windows_per_s'] / runs[1]['windows_per_s']:.2f}x |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--series", type=int, default=100_000)
@@ -158,11 +196,15 @@ def main() -> None:
     parser.add_argument("--direct", action="store_true",
                         help="generate the panel straight into buckets (no single file, no ingest, no "
                         "one-file baseline); the quarter-size panel gets a quarter of the buckets")
-    parser.add_argument("--only", choices=("forecast", "evaluate"), help="measure this command only")
+    parser.add_argument("--only", choices=("forecast", "evaluate", "train"),
+                        help="measure this command only (train: DDP with 2 ranks against 1 process)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     opts = parser.parse_args()
     if opts.child:
         print(json.dumps(child(opts.child[0], opts.child[1:])))
+        return
+    if opts.only == "train":
+        train_table(opts.series, opts.buckets)
         return
     rows = []
     whats = ("forecast", "evaluate") if opts.only is None else (opts.only,)
