@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from qkanforecast.config import DataConfig
 from qkanforecast.data import Table
 from qkanforecast.errors import QKANForecastError
+
+if TYPE_CHECKING:
+    from qkanforecast.distributed import Dist
 
 _DAY_NS = 86_400 * 10**9
 
@@ -64,9 +68,13 @@ def check_static(table: Table, columns: list[str]) -> None:
                 f"{table.frame['ds'].iloc[int(differs[0])]}); a static covariate holds one value per series")
 
 
-def fit_stats(table: Table, data: DataConfig, train_end: np.ndarray) -> CovariateStats | None:
+def fit_stats(table: Table, data: DataConfig, train_end: np.ndarray,
+              dist: Dist | None = None) -> CovariateStats | None:
     """Mean and standard deviation of every covariate column over the training rows of every series
-    (a constant column gets scale 1); ``None`` without covariates."""
+    (a constant column gets scale 1); ``None`` without covariates. Under ``dist`` (torchrun), over the
+    training rows of every rank: the sums and then the squared deviations from the common mean are added
+    over ranks in rank order, so every rank gets the same statistics (equal to one process' up to
+    rounding)."""
     if not data.covariates:
         return None
     check_static(table, data.static)
@@ -75,7 +83,12 @@ def fit_stats(table: Table, data: DataConfig, train_end: np.ndarray) -> Covariat
     loc, scale = [], []
     for name in data.covariates:
         v = table.column(name)[rows]
-        mean, std = float(v.mean()), float(v.std())
+        if dist is None:
+            mean, std = float(v.mean()), float(v.std())
+        else:
+            total, count = dist.sum([float(v.sum()), float(v.size)])
+            mean = total / count
+            std = math.sqrt(dist.sum([float(np.square(v - mean).sum())])[0] / count)
         if not (math.isfinite(mean) and math.isfinite(std)):
             raise QKANForecastError(
                 f"covariate column '{name}' is too large to scale (mean {mean}, std {std})")

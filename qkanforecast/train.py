@@ -315,7 +315,7 @@ def fit_table(
     torch.manual_seed(settings.train.seed)
     val_size, test_size = data.part_size("val_size"), data.part_size("test_size")
     train_end, _ = split_points(table.lengths, val_size, test_size, ids=table.ids)
-    stats = fit_stats(table, data, train_end)
+    stats = fit_stats(table, data, train_end, dist)
     train_ds, val_ds, _, scaler = make_datasets(
         table,
         data.lookback,
@@ -492,9 +492,6 @@ def _fit_shard(table: Table, settings: Settings, initial_state: dict[str, torch.
     network."""
     from qkanforecast.distributed import record_digest
 
-    if settings.data.covariates:
-        raise QKANForecastError("covariates are not supported under torchrun yet (their scaling would "
-                                "differ between ranks); train without torchrun")
     shard = dist.shard(table)
     shortest = dist.min(shortest_train(settings, shard)) if settings.data.lookback is None else None
     fitted = fit_table(shard, resolve(settings, shard, shortest), initial_state=initial_state,

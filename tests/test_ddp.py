@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -217,3 +218,29 @@ def test_two_ranks_on_a_partitioned_table(panel: Path) -> None:
     for rank in (0, 1):  # the series of its own buckets (not series i % 2 == rank of the whole table)
         trained = (panel / f"rank{rank}.series").read_text().split()
         assert trained == sorted(u for p in data.parts[rank::2] for u in data.read_part(p).ids)
+
+
+@pytest.mark.slow
+def test_two_ranks_with_covariates_share_one_scaling(tmp_path: Path) -> None:
+    """Historical, future and static covariates under torchrun: every rank scales them by the statistics
+    of all ranks' training rows, which equal the single process' (to rounding), and the ranks end with
+    equal weights."""
+    frame = sine_panel(n_series=4, steps=400)
+    rng = np.random.default_rng(3)
+    codes = frame["unique_id"].astype("category").cat.codes.to_numpy()
+    frame["temp"] = rng.normal(10 * codes, 1.0 + codes)  # a different level and spread per series
+    frame["promo"] = (rng.random(len(frame)) < 0.2).astype(float)
+    frame["region"] = 3.0 * codes
+    frame.to_csv(tmp_path / "panel.csv", index=False)
+    exog = ["--hist-exog", "temp", "--futr-exog", "promo", "--static", "region"]
+    ddp = _train(tmp_path, [*TINY, "--model", "lstm", *exog, "--name", "ddp", "-q"], ranks=2)
+    assert ddp.returncode == 0, ddp.stderr
+    single = _train(tmp_path, [*TINY, "--model", "lstm", *exog, "--name", "one", "-q"], ranks=None)
+    assert single.returncode == 0, single.stderr
+    reg = Registry(tmp_path / "home")
+    got, want = reg.get("ddp@v1").manifest.covariates, reg.get("one@v1").manifest.covariates
+    assert got is not None and want is not None and got.columns == want.columns == ["temp", "promo", "region"]
+    np.testing.assert_allclose(got.loc, want.loc, rtol=1e-12)
+    np.testing.assert_allclose(got.scale, want.scale, rtol=1e-12)
+    digests = sorted(tmp_path.glob("rank*.sha256"))
+    assert len(digests) == 2 and digests[0].read_text() == digests[1].read_text()
