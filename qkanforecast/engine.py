@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import socket
 from collections.abc import Callable, Sequence
 from enum import Enum
 from typing import Any, TypeVar
@@ -51,6 +53,8 @@ def _ray(fn: Callable[[J, U], R], job: J, units: Sequence[U], address: str | Non
     own = not ray.is_initialized()
     if own:
         address = address or os.environ.get("RAY_ADDRESS") or None
+        if address is not None:
+            check_reachable(address)
         try:
             ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
                      log_to_driver=False)
@@ -76,6 +80,21 @@ def _ray(fn: Callable[[J, U], R], job: J, units: Sequence[U], address: str | Non
     finally:
         if own:
             ray.shutdown()
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Refuse a cluster address (``host:port`` or ``ray://host:port``) where nothing answers, at once:
+    Ray itself retries such an address for minutes before it gives up. Other forms (``auto``) go to Ray."""
+    match = re.fullmatch(r"(?:ray://)?(\[[0-9A-Fa-f:.]+\]|[\w.-]+):(\d+)", address.strip())
+    if match is None:
+        return
+    host, port = match.group(1).strip("[]"), int(match.group(2))
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise QKANForecastError(f"cannot reach Ray at {address}: {reason}; check --address or "
+                                "$RAY_ADDRESS (unset both to start a local Ray for the run)") from None
 
 
 def _cancel(ray: Any, refs: list[Any]) -> None:

@@ -182,6 +182,24 @@ def test_engine_ray_without_ray_says_how_to_install(world: dict[str, Any],
                              "pip install 'qkanforecast[ray]'\n")
 
 
+def test_an_address_where_nothing_answers_is_one_error_at_once(world: dict[str, Any], tmp_path: Path) -> None:
+    """Ray retries an unreachable cluster for minutes; the command refuses it at once."""
+    pytest.importorskip("ray")
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = tmp_path / "fc.csv"
+    cmd = [sys.executable, "-m", "qkanforecast", "forecast", str(world["root"] / "parts"), "-m",
+           world["ref"], "--registry", world["registry"], "--engine", "ray", "--address", f"127.0.0.1:{port}",
+           "-o", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1 and done.stdout == "" and not out.exists()
+    assert done.stderr.startswith(f"Error: cannot reach Ray at 127.0.0.1:{port}: ")
+    assert done.stderr.count("\n") == 1
+
+
 @pytest.mark.slow
 def test_the_command_starts_and_stops_its_own_ray(world: dict[str, Any], tmp_path: Path) -> None:
     pytest.importorskip("ray")
