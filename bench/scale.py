@@ -4,7 +4,7 @@ the local engine and on Ray with 2 workers, with the peak memory of every proces
     .venv/bin/python -m bench.scale --buckets 32          # 100,000 series x 2 weeks (the README's table)
     .venv/bin/python -m bench.scale --series 1000000 --direct --only forecast   # the issue's target
     .venv/bin/python -m bench.scale --series 2000 --buckets 16 --only train     # DDP: 2 ranks vs 1
-    .venv/bin/python -m bench.scale --series 1000000      # the issue's size, 256 buckets (~8 GB to ingest)
+    .venv/bin/python -m bench.scale --series 1000000      # the issue's size through one 336 M-row file
     .venv/bin/python -m bench.scale --series 2000 --buckets 16   # a quick run
 
 A bucket of the issue's 1,000,000 series in 256 buckets holds about 3,900 series; 100,000 series in 32
@@ -85,7 +85,8 @@ def child(what: str, args: list[str]) -> dict[str, float]:
     """One measurement in this process: returns seconds, this process' and the workers' peak RSS."""
     from qkanforecast.batch import run_evaluate, run_forecast
     from qkanforecast.config import BacktestConfig
-    from qkanforecast.data import Dataset, load_canonical, read_source, write_partitioned
+    from qkanforecast.data import Dataset, IngestOptions, load_canonical
+    from qkanforecast.data.bucketed import ingest_partitioned
     from qkanforecast.engine import Engine
     from qkanforecast.forecast import Predictor
     from qkanforecast.registry import Registry
@@ -100,7 +101,7 @@ def child(what: str, args: list[str]) -> dict[str, float]:
         train_model(Path(args[0]), Path(args[1]))
     elif what == "ingest":
         src, out, buckets = args
-        write_partitioned(read_source(src), out, int(buckets))
+        ingest_partitioned(src, IngestOptions(), out, int(buckets))
     else:
         data, registry, out, engine = args
         if engine == "ray":
@@ -223,7 +224,7 @@ def main() -> None:
             panel, parts = folder / f"{size}.parquet", folder / f"{size}-parts"
             runs: list[tuple[str, str, dict[str, float]]] = []
             if not opts.direct:
-                runs.append(("ingest --buckets (one process)", "local",
+                runs.append(("ingest --buckets (streamed, one process)", "local",
                              measure("ingest", str(panel), str(parts), str(buckets))))
             for what in whats:
                 if not opts.direct:

@@ -31,6 +31,7 @@ ALLOWED = {
     "writers": {"table", "formats"},
     "report": {"table"},
     "partitioned": {"table", "canonical", "arrow", "readers", "writers", "formats"},
+    "bucketed": {"table", "canonical", "arrow", "zones", "partitioned"},
 }
 
 

@@ -28,7 +28,7 @@ from qkanforecast.errors import QKANForecastError, printable, safe_message
 from qkanforecast.files import STORAGE_ERRNOS
 
 if TYPE_CHECKING:
-    from qkanforecast.data import Table
+    from qkanforecast.data import IngestOptions, Table
     from qkanforecast.registry import Registry
 
 err = Console(stderr=True)
@@ -260,19 +260,30 @@ class Input:
         """Read DATA with these options; column names not given come from ``columns``; ``covariates``
         are numeric columns kept next to the target. Unless ``quiet``, the reader's notes (how the file
         was read: one series, a detected id column) go to stderr."""
-        from qkanforecast.data import IngestOptions, read_source
+        from qkanforecast.data import read_source
+
+        table = read_source(data, self.options(columns, min_length, covariates))
+        if not quiet:
+            self.notes(table.report)
+        return table
+
+    def options(self, columns: Columns = _COLUMNS, min_length: int | None = None,
+                covariates: list[str] | tuple[str, ...] = ()) -> IngestOptions:
+        """The reader's options from these command-line options (see ``read``)."""
+        from qkanforecast.data import IngestOptions
 
         names = columns.given(self.id_col, self.time_col, self.target_col)
         named = tuple(k for k in ("id_col", "time_col", "target_col") if getattr(self, k) is not None)
-        options = IngestOptions(
+        return IngestOptions(
             **asdict(names), wide=self.wide, freq=self.freq, fill=self.fill, min_length=min_length,
             covariates=tuple(covariates), named=named, tz=self.tz,
         )
-        table = read_source(data, options)
-        if not quiet:
-            for note in table.report.get("notes", []):
-                say(f"note: {note}")
-        return table
+
+    @staticmethod
+    def notes(report: dict[str, Any]) -> None:
+        """The reader's notes (how the file was read) on stderr."""
+        for note in report.get("notes", []):
+            say(f"note: {note}")
 
 
 def column_list(text: str | None) -> list[str]:

@@ -53,7 +53,8 @@ def ingest(
 ) -> None:
     """Validate a CSV or Parquet table and write it as the canonical long table (unique_id, ds, y, and
     the covariates asked for)."""
-    from qkanforecast.data import print_report, wants_directory, write_partitioned, write_table
+    from qkanforecast.data import print_report, wants_directory, write_table
+    from qkanforecast.data.bucketed import ingest_partitioned
     from qkanforecast.errors import QKANForecastError
     from qkanforecast.files import check_output
 
@@ -61,10 +62,14 @@ def ingest(
         check_output(output)  # before reading: a bad -o is found out at once, not after the whole file
     elif not wants_directory(output):
         raise QKANForecastError(f"--buckets writes a directory, but {output} is a file; use -o DIR")
-    table = inputs.read(data, min_length=min_length, covariates=column_list(covariates))
-    if buckets is not None:
-        write_partitioned(table, output, buckets)
+    if buckets is not None:  # streamed into the buckets: one bucket in memory at a time
+        options = inputs.options(min_length=min_length, covariates=column_list(covariates))
+        _, report = ingest_partitioned(data, options, output, buckets)
+        if not quiet:
+            inputs.notes(report)
     else:
+        table = inputs.read(data, min_length=min_length, covariates=column_list(covariates))
         write_table(table, output)
+        report = table.report
     if not quiet or as_json:
-        print_report(table, err, as_json=as_json)
+        print_report(report, err, as_json=as_json)

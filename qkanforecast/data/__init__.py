@@ -33,7 +33,8 @@ Modules, each importing only those above it (no cycle):
 - ``writers``: ``write_table`` and ``write_frame``, one atomic write path and one choice of format;
 - ``report``: ``print_report``;
 - ``partitioned``: directories of Parquet parts by bucket with a ``_SUCCESS.json`` marker, local or behind
-  a URI (``Dataset``, ``Writer``, ``write_partitioned``), and ``read_source``, any input as one table.
+  a URI (``Dataset``, ``Writer``, ``write_partitioned``), and ``read_source``, any input as one table;
+- ``bucketed``: ``ingest_partitioned``, any input streamed into buckets, one bucket in memory at a time.
 """
 
 from qkanforecast.data.canonical import IngestOptions, canonicalise

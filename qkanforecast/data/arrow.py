@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,8 @@ _TZ_RE = r"(Z|z|[+-]\d{2}:?\d{2})$"
 CANONICAL = ("unique_id", "ds", "y")  # the columns of the canonical table ingest writes
 _FLAGS = {"id_col": "--id-col", "time_col": "--time-col", "target_col": "--target-col"}
 TextColumns = Callable[[list[str]], list[str]]  # which of these columns hold text (the first rows' types)
+# what converts the chunks of one input: (label, chunks, options, unit, first, columns) -> result
+Finish = Callable[[str, Iterator[Any], IngestOptions, str, int, dict[str, Any]], Any]
 
 
 def text_columns_of(schema: pa.Schema) -> TextColumns:
@@ -104,7 +107,7 @@ def pick_columns(label: str, names: list[str], options: IngestOptions,
 
 
 def from_arrow(label: str, holder: list[pa.Table], options: IngestOptions, unit: str, first: int,
-                columns: dict[str, Any] | None = None) -> Table:
+               columns: dict[str, Any] | None = None, finish: Finish | None = None) -> Any:
     """Convert the table in ``holder`` (emptied, so that chunks are freed once converted)."""
     table = holder.pop()
     columns = columns or pick_columns(label, table.column_names, options, text_columns_of(table.schema))
@@ -115,7 +118,7 @@ def from_arrow(label: str, holder: list[pa.Table], options: IngestOptions, unit:
         while batches:
             yield batches.pop(0)
 
-    return from_batches(label, gen(), options, unit, first, columns)
+    return (finish or from_batches)(label, gen(), options, unit, first, columns)
 
 
 class Ctx:
@@ -135,6 +138,44 @@ class Ctx:
         return QKANForecastError(f"{self.label}: column '{col}' {self.where(row)}: {what}")
 
 
+@dataclass
+class Chunk:
+    """One input chunk converted: per series column ``j`` (one unless the table is wide) the codes, times
+    and values of its rows, and the covariates; ``pos`` is the chunk's first row in the input."""
+
+    pos: int
+    codes: list[np.ndarray]
+    ds: np.ndarray
+    y: list[np.ndarray]
+    extra: dict[str, np.ndarray]
+
+
+def convert(batches: Iterator[Any], ctx: Ctx, options: IngestOptions, columns: dict[str, Any],
+            names: dict[str, int]) -> Iterator[Chunk]:
+    """Arrow chunks -> numpy ``Chunk``s as they arrive (each Arrow chunk can be freed at once); series
+    names are added to ``names`` (name -> code) as they are met."""
+    time_col, series_cols = columns["time"], columns["series"]
+    covariates: list[str] = columns.get("covariates", [])
+    if columns["wide"]:
+        names.update({c: i for i, c in enumerate(series_cols)})
+    elif not columns["id"]:
+        names[str(options.series_id or "series")] = 0
+    pos = 0
+    for batch in batches:
+        m = batch.num_rows
+        t = _to_ns(batch.column(time_col), ctx, time_col, pos)
+        id_col = columns["id"]
+        ids = to_codes(batch.column(id_col), ctx, id_col, pos, names) if id_col else None
+        yield Chunk(
+            pos,
+            [ids if ids is not None else np.full(m, j, dtype=np.int32) for j in range(len(series_cols))],
+            t,
+            [_to_float(batch.column(col), ctx, col, pos) for col in series_cols],
+            {name: _to_float(batch.column(name), ctx, name, pos) for name in covariates})
+        del batch
+        pos += m
+
+
 def from_batches(label: str, batches: Iterator[Any], options: IngestOptions, unit: str, first: int,
                   columns: dict[str, Any]) -> Table:
     """Convert chunks to numpy as they arrive (each chunk can be freed at once), then validate."""
@@ -147,25 +188,15 @@ def from_batches(label: str, batches: Iterator[Any], options: IngestOptions, uni
     covariates: list[str] = columns.get("covariates", [])
     extra: dict[str, list[np.ndarray]] = {name: [] for name in covariates}
     names: dict[str, int] = {}
-    if columns["wide"]:
-        names = {c: i for i, c in enumerate(series_cols)}
-    elif not columns["id"]:
-        names = {str(options.series_id or "series"): 0}
-    pos = 0
-    for batch in batches:
-        m = batch.num_rows
-        t = _to_ns(batch.column(time_col), ctx, time_col, pos)
-        id_col = columns["id"]
-        ids = to_codes(batch.column(id_col), ctx, id_col, pos, names) if id_col else None
-        for j, col in enumerate(series_cols):
-            parts["ds"][j].append(t)
-            parts["y"][j].append(_to_float(batch.column(col), ctx, col, pos))
-            parts["codes"][j].append(ids if ids is not None else np.full(m, j, dtype=np.int32))
+    n = 0
+    for chunk in convert(batches, ctx, options, columns, names):
+        for j in range(k):
+            parts["ds"][j].append(chunk.ds)
+            parts["y"][j].append(chunk.y[j])
+            parts["codes"][j].append(chunk.codes[j])
         for name in covariates:
-            extra[name].append(_to_float(batch.column(name), ctx, name, pos))
-        del batch
-        pos += m
-    n = pos
+            extra[name].append(chunk.extra[name])
+        n = chunk.pos + len(chunk.ds)
     pa.default_memory_pool().release_unused()  # hand the text buffers of the read back to the OS
 
     def join(key: str, dtype: type) -> np.ndarray:  # one column at a time, freeing its chunks
@@ -173,6 +204,19 @@ def from_batches(label: str, batches: Iterator[Any], options: IngestOptions, uni
         return np.concatenate(chunks).astype(dtype, copy=False) if chunks else np.empty(0, dtype)
 
     codes, ds, y = join("codes", np.int32), join("ds", np.int64), join("y", np.float64)
+    tz, local = zone(label, ctx, options, time_col)
+    if local and len(ds):
+        ds = localize(label, codes, ds, tz, lambda i: ctx.where(i % n))
+    categories = np.array(list(names), dtype=object)
+    report = read_report(label, n, columns, tz)
+    columns_extra = {name: np.concatenate(extra.pop(name)) if n else np.empty(0) for name in covariates}
+    return canonicalise(label, codes, categories, ds, y, options, report, ctx.notes, columns_extra, tz=tz,
+                        naive=not ctx.aware and tz is None)
+
+
+def zone(label: str, ctx: Ctx, options: IngestOptions, time_col: str) -> tuple[Any, bool]:
+    """Once every chunk is converted: the table's zone, and whether its naive times are local times of
+    it (to ``localize``); the note saying so joins ``ctx.notes``."""
     if ctx.aware and ctx.naive:
         (a, va), (b, vb) = ctx.aware, ctx.naive
         raise QKANForecastError(
@@ -182,17 +226,19 @@ def from_batches(label: str, batches: Iterator[Any], options: IngestOptions, uni
     if ctx.aware:
         tz = tz or ctx.zone or "UTC"
         ctx.notes.append(f"time zones converted to UTC; outputs are written in {tz}, with the offset")
-    elif tz is not None and len(ds):
-        ds = localize(label, codes, ds, tz, lambda i: ctx.where(i % n))
+        return tz, False
+    if tz is not None:
         ctx.notes.append(
             f"local times of {tz} converted to UTC; outputs are written in {tz}, with the offset")
-    categories = np.array(list(names), dtype=object)
-    report = {"source": label, "rows_read": int(n), "columns": {
-        "id": columns["id"], "time": time_col, "target": None if columns["wide"] else series_cols[0],
-        "wide": bool(columns["wide"]), "unused": columns.get("unused", [])}, "tz": tz}
-    columns_extra = {name: np.concatenate(extra.pop(name)) if n else np.empty(0) for name in covariates}
-    return canonicalise(label, codes, categories, ds, y, options, report, ctx.notes, columns_extra, tz=tz,
-                        naive=not ctx.aware and tz is None)
+    return tz, tz is not None
+
+
+def read_report(label: str, rows: int, columns: dict[str, Any], tz: str | None) -> dict[str, Any]:
+    """The part of the ingest report that describes the read: rows and the columns used."""
+    return {"source": label, "rows_read": int(rows), "columns": {
+        "id": columns["id"], "time": columns["time"],
+        "target": None if columns["wide"] else columns["series"][0], "wide": bool(columns["wide"]),
+        "unused": columns.get("unused", [])}, "tz": tz}
 
 
 def _to_ns(arr: Any, ctx: Ctx, col: str, row0: int) -> np.ndarray:

@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
-from qkanforecast.data.arrow import from_batches, pick_columns
+from qkanforecast.data.arrow import Finish, from_batches, pick_columns
 from qkanforecast.data.canonical import IngestOptions
 from qkanforecast.data.formats import format_of
 from qkanforecast.data.readers import load_canonical, read_bytes, read_table
@@ -264,26 +264,33 @@ def read_source(source: str | os.PathLike[str], options: IngestOptions | None = 
     """Read any input as one canonical table: a file or ``-`` (``read_table``), a directory written by
     qkanforecast (its buckets merged), a Spark/Hadoop directory with ``_SUCCESS`` (through
     ``pyarrow.dataset``, validated), or the same behind a URI."""
+    return read_with(source, options, from_batches)  # type: ignore[no-any-return]
+
+
+def read_with(source: str | os.PathLike[str], options: IngestOptions | None, finish: Finish) -> Any:
+    """``read_source`` with ``finish`` converting the input's chunks (a directory qkanforecast wrote is
+    returned as its merged ``Table``, whatever ``finish``)."""
     text = str(source)
     if text == "-" or (not is_uri(text) and not Path(text).expanduser().is_dir()):
-        return read_table(source, options)
+        return read_table(source, options, finish=finish)
     fs, path = locate(source)
     info = _info(fs, path, text)
     if info.type == pafs.FileType.File:
         with fs.open_input_file(path) as fh:
-            return read_bytes(text, fh.read(), options)
+            return read_bytes(text, fh.read(), options, finish)
     if info.type != pafs.FileType.Directory:
         raise QKANForecastError(f"{text}: file not found")
     root = path.rstrip("/")
     if _info(fs, f"{root}/{MARKER}", text).type == pafs.FileType.File:
         return Dataset.open(source).read_all()
     if _info(fs, f"{root}/{HADOOP_MARKER}", text).type == pafs.FileType.File:
-        return _read_foreign(fs, root, text, options or IngestOptions())
+        return _read_foreign(fs, root, text, options or IngestOptions(), finish)
     Dataset.open(source)  # raises the missing-marker error
     raise AssertionError("unreachable")
 
 
-def _read_foreign(fs: pafs.FileSystem, root: str, label: str, options: IngestOptions) -> Table:
+def _read_foreign(fs: pafs.FileSystem, root: str, label: str, options: IngestOptions,
+                  finish: Finish) -> Any:
     try:
         data = pads.dataset(root, filesystem=fs, format="parquet", partitioning="hive",
                             exclude_invalid_files=True)
@@ -294,7 +301,7 @@ def _read_foreign(fs: pafs.FileSystem, root: str, label: str, options: IngestOpt
         raise QKANForecastError(f"{label}: cannot read as Parquet: {_first_line(exc)}") from None
     if options.series_id is None:
         options = replace(options, series_id=root.rsplit("/", 1)[-1] or "series")
-    return from_batches(label, batches, options, "row", 1, columns)
+    return finish(label, batches, options, "row", 1, columns)
 
 
 # ---------------------------------------------------------------------------------------------------

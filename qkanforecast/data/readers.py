@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from qkanforecast.config import OutFormat
 from qkanforecast.data.arrow import (
     Ctx,
+    Finish,
     TextColumns,
     from_arrow,
     from_batches,
@@ -37,35 +38,37 @@ CSV_BLOCK_BYTES = 1 << 24
 
 
 def read_table(source: str | os.PathLike[str], options: IngestOptions | None = None,
-               stdin: BinaryIO | None = None) -> Table:
-    """Read CSV or Parquet from a path or ``-`` (stdin), validate it and return the canonical table."""
+               stdin: BinaryIO | None = None, finish: Finish = from_batches) -> Table:
+    """Read CSV or Parquet from a path or ``-`` (stdin), validate it and return the canonical table.
+    ``finish`` converts the chunks read (``from_batches``; ``bucketed`` streams them into buckets)."""
     options = options or IngestOptions()
     given = OutFormat(options.input_format) if options.input_format else None
     if str(source) == "-":
-        return read_bytes("<stdin>", (stdin or sys.stdin.buffer).read(), options)
+        return read_bytes("<stdin>", (stdin or sys.stdin.buffer).read(), options, finish)
     path = Path(source)
     if not path.is_file():
         raise QKANForecastError(f"{source}: file not found")
     fmt = given or _guess_format(path)
-    return _read(str(source), str(path), fmt, path.name.split(".")[0] or "series", options)
+    return _read(str(source), str(path), fmt, path.name.split(".")[0] or "series", options, finish)
 
 
-def read_bytes(label: str, data: bytes, options: IngestOptions | None = None) -> Table:
+def read_bytes(label: str, data: bytes, options: IngestOptions | None = None,
+               finish: Finish = from_batches) -> Table:
     """Read CSV or Parquet held in memory (stdin, an object fetched from a URI); ``label`` names it in
     errors and, for a file without an id column, names its one series (``series`` for stdin)."""
     options = options or IngestOptions()
     given = OutFormat(options.input_format) if options.input_format else None
     name = label.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
     stem = "series" if label == "<stdin>" else (name.split(".")[0] or "series")
-    return _read(label, pa.BufferReader(data), given or _sniff(data[:4]), stem, options)
+    return _read(label, pa.BufferReader(data), given or _sniff(data[:4]), stem, options, finish)
 
 
-def _read(label: str, src: Any, fmt: OutFormat, stem: str, options: IngestOptions) -> Table:
+def _read(label: str, src: Any, fmt: OutFormat, stem: str, options: IngestOptions, finish: Finish) -> Any:
     if options.series_id is None:
         options = dataclasses.replace(options, series_id=stem)
     if fmt is OutFormat.PARQUET:
-        return _read_parquet(label, src, options)
-    return _read_csv(label, src, options)
+        return _read_parquet(label, src, options, finish)
+    return _read_csv(label, src, options, finish)
 
 
 def _guess_format(path: Path) -> OutFormat:
@@ -81,7 +84,7 @@ def _sniff(head: bytes) -> OutFormat:
     return OutFormat.PARQUET if head == b"PAR1" else OutFormat.CSV
 
 
-def _read_csv(label: str, src: Any, options: IngestOptions) -> Table:
+def _read_csv(label: str, src: Any, options: IngestOptions, finish: Finish) -> Any:
     stream = pa.input_stream(src, compression="detect") if isinstance(src, str) else src
     head = stream.read(1 << 16)
     if not isinstance(src, str):
@@ -105,7 +108,7 @@ def _read_csv(label: str, src: Any, options: IngestOptions) -> Table:
                                        strings_can_be_null=True)
         reader = pacsv.open_csv(src, read_options=read_options, parse_options=parse_options,
                                 convert_options=convert)
-        return from_batches(label, iter(reader), options, "line", 2, columns)
+        return finish(label, iter(reader), options, "line", 2, columns)
     except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError):
         pass  # a value that does not convert (or types that change after the first block): read it all
     if not isinstance(src, str):
@@ -120,7 +123,7 @@ def _read_csv(label: str, src: Any, options: IngestOptions) -> Table:
         raise QKANForecastError(f"{label}: cannot read as CSV: {msg}") from None
     holder = [table]
     del table  # from_arrow drops the last reference, so converted chunks are freed as it goes
-    return from_arrow(label, holder, options, "line", 2, columns)
+    return from_arrow(label, holder, options, "line", 2, columns, finish)
 
 
 def _included(columns: dict[str, Any]) -> list[str]:
@@ -145,7 +148,7 @@ def _sniff_text(head: bytes, delimiter: str) -> TextColumns:
     return text
 
 
-def _read_parquet(label: str, src: Any, options: IngestOptions) -> Table:
+def _read_parquet(label: str, src: Any, options: IngestOptions, finish: Finish) -> Any:
     try:
         pf = pq.ParquetFile(src)
     except (pa.ArrowInvalid, OSError) as e:
@@ -158,7 +161,7 @@ def _read_parquet(label: str, src: Any, options: IngestOptions) -> Table:
     dict_cols = [id_col] if id_col and pa.types.is_string(pf.schema_arrow.field(id_col).type) else []
     pf = pq.ParquetFile(src, read_dictionary=dict_cols)
     batches = (pf.read_row_group(i, columns=include) for i in range(pf.num_row_groups))
-    return from_batches(label, batches, options, "row", 1, columns)
+    return finish(label, batches, options, "row", 1, columns)
 
 
 def from_frame(frame: pd.DataFrame, options: IngestOptions | None = None, source: str = "<frame>") -> Table:

@@ -25,6 +25,7 @@ def print_report(table: Table | dict[str, Any], console: Any, as_json: bool = Fa
     t.add_column("item", style="bold")
     t.add_column("value")
     labels = [("rows_read", "rows read"), ("rows", "rows written"), ("series", "series"),
+              ("buckets", "buckets"),
               ("freq", "frequency"), ("start", "first timestamp"), ("end", "last timestamp"),
               ("min_length", "shortest series"),
               ("max_length", "longest series"), ("duplicates_dropped", "duplicate rows dropped"),
