@@ -7,7 +7,7 @@ import copy
 import numpy as np
 import pytest
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from qkanforecast.config import QKANSpec
 from qkanforecast.models import HQKANLSTM, QKANLSTM, kernel_scan, scan
@@ -66,31 +66,73 @@ def test_kernels_match_the_torch_path_in_float32(monkeypatch, readout: str) -> N
     torch_path = _grads(model, x, torch.float32)
     monkeypatch.setenv("QKANFORECAST_KERNEL", "numba")
     kernel = _grads(model, x, torch.float32)
+    kernel += _forecast(model, x, torch.float32)
+    monkeypatch.setenv("QKANFORECAST_KERNEL", "torch")
+    torch_path += _forecast(model, x, torch.float32)
+    exact += _forecast(model, x, F64)
     for a, b, ref in zip(kernel, torch_path, exact, strict=True):
         scale = ref.abs().max().item()
         torch.testing.assert_close(a, b, atol=1e-6 * max(scale, 1.0), rtol=1e-6)
         assert (a - ref).abs().max() <= 2 * (b - ref).abs().max() + 1e-7 * scale
 
 
+def _forecast(model: nn.Module, x: Tensor, dtype: torch.dtype = F64, scale: float = 0.5) -> list[Tensor]:
+    """Outputs and states under no_grad (a forecast), from initial states in [-scale, scale]."""
+    model = copy.deepcopy(model).to(dtype)
+    cells, n = len(model.cells), x.shape[0]  # type: ignore[arg-type]
+    h0, c0 = (torch.linspace(-scale, scale, cells * n * model.hidden_size, dtype=dtype)  # type: ignore[operator]
+              .view(cells, n, -1) for _ in range(2))  # fmt: skip
+    with torch.no_grad():
+        out, (h, c) = model(x.to(dtype), (h0, c0))
+    return [t.double() for t in (out, h, c)]
+
+
 @needs_numba
-@pytest.mark.parametrize("readout", ["born", "fast"])
-def test_forecasting_runs_the_forward_alone(monkeypatch, readout: str) -> None:
-    """Under no_grad the kernel gets empty backward buffers, and the outputs are those of a training run."""
+def test_a_born_forecast_runs_the_product_per_step_and_matches_training(monkeypatch) -> None:
+    """Under no_grad the born read-out runs born_infer (one product over the batch per step, no backward
+    buffers, no input part of every step kept), and its outputs and states are those of the training
+    kernels and the torch path to 1e-12 in float64, from initial states inside and beyond |h| <= 1."""
+    from qkanforecast.models import kernels, kernels_infer
+
+    calls: list[str] = []
+    for module, name in ((kernels_infer, "born_cell"), (kernels, "born_forward")):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _r=real, _n=name: (calls.append(_n), _r(*a))[1])
+    model, x = _model("born", {}), torch.randn(3, 6, 2, dtype=F64)
+    for scale in (0.5, 3.0):  # 3.0: the first step's features by libm
+        monkeypatch.setenv("QKANFORECAST_KERNEL", "numba")
+        calls.clear()
+        forecast = _forecast(model, x, scale=scale)
+        assert set(calls) == {"born_cell"}
+        monkeypatch.setenv("QKANFORECAST_KERNEL", "torch")
+        torch_path = _forecast(model, x, scale=scale)
+        for a, b in zip(forecast, torch_path, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+    monkeypatch.setenv("QKANFORECAST_KERNEL", "numba")
+    trained = _grads(model, x)[:3]
+    assert "born_forward" in calls
+    for a, b in zip(_forecast(model, x), trained, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+
+
+@needs_numba
+def test_a_fast_forecast_runs_the_forward_alone(monkeypatch) -> None:
+    """Under no_grad the fast read-out's kernel gets empty backward buffers, and the outputs are those of
+    a training run."""
     from qkanforecast.models import kernels
 
-    name = f"{readout}_forward"
-    real = getattr(kernels, name)
+    real = kernels.fast_forward
     saved: list[bool] = []
 
     def spy(*args: object) -> None:
-        saved.append(args[6] if readout == "born" else args[9])  # the ``save`` flag
+        saved.append(args[9])  # type: ignore[arg-type]  # the ``save`` flag
         buffers = [a for a in args if hasattr(a, "shape") and a.ndim == 3]  # type: ignore[attr-defined]
         assert all(b.shape[0] > 0 for b in buffers) == saved[-1]  # type: ignore[attr-defined]
         real(*args)
 
-    monkeypatch.setattr(kernels, name, spy)
+    monkeypatch.setattr(kernels, "fast_forward", spy)
     monkeypatch.setenv("QKANFORECAST_KERNEL", "numba")
-    model, x = _model(readout, {}).double(), torch.randn(3, 6, 2, dtype=F64)
+    model, x = _model("fast", {}).double(), torch.randn(3, 6, 2, dtype=F64)
     with torch.no_grad():
         fast_out = model(x)[0]
     trained_out = model(x)[0]
@@ -99,12 +141,14 @@ def test_forecasting_runs_the_forward_alone(monkeypatch, readout: str) -> None:
 
 
 @needs_numba
-def test_threads_split_the_batch_without_changing_a_bit(monkeypatch) -> None:
+@pytest.mark.parametrize("readout", ["born", "fast"])
+def test_threads_split_the_batch_without_changing_a_bit(monkeypatch, readout: str) -> None:
     monkeypatch.setenv("QKANFORECAST_KERNEL", "numba")
-    model, x = _model("fast", {}), torch.randn(37, 5, 2, dtype=F64)  # 37: parts of uneven length
-    one = _grads(model, x)
+    model, x = _model(readout, {}), torch.randn(37, 5, 2, dtype=F64)  # 37: parts of uneven length
+    monkeypatch.setattr(kernel_scan, "_BLOCK", 8)  # the forecast's product per block of 8 samples
+    one = _grads(model, x) + _forecast(model, x)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
-    three = _grads(model, x)
+    three = _grads(model, x) + _forecast(model, x)
     for a, b in zip(one, three, strict=True):
         torch.testing.assert_close(a, b, atol=0, rtol=0)
 

@@ -10,7 +10,9 @@ at the default initialisation and never further from the float64 result than the
 float32 paths differ by about as much as each differs from float64.
 
 Under ``torch.no_grad`` (forecasting) the kernel runs the forward alone and allocates no buffer for the
-backward. With gradients, the forward saves per sample and step what the backward needs; the weight
+backward; the born read-out's forecast runs ``born_infer`` instead (kernels_infer.py: per step one product
+over the batch, the input part included, and loops over the batch).
+With gradients, the forward saves per sample and step what the backward needs; the weight
 gradients are one matrix product over all steps and samples afterwards (torch).
 
 Threads: the batch is split into as many parts as torch has threads (``torch.get_num_threads()``, which
@@ -78,6 +80,12 @@ def _kernels() -> Any:
     return kernels
 
 
+def _kernels_infer() -> Any:
+    from . import kernels_infer
+
+    return kernels_infer
+
+
 def _parallel(n: int, unit: int, fn: Callable[[int, int], None]) -> None:
     """fn(lo, hi) over consecutive parts of range(n), cut at multiples of ``unit``, one part per torch thread
     (the kernels release the GIL; ``torch.get_num_threads()`` follows the CLI's --threads)."""
@@ -128,6 +136,60 @@ def kernel_scan(block: SpectralBlock, pre: Tensor, h0: Tensor, c0: Tensor) -> tu
 
 def _needs_grad(*tensors: Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+# samples per product in born_infer (threads take whole blocks): a fixed width, because BLAS sums in an
+# order that depends on the width, and the result must not depend on the threads; 1,024 (the forecast's
+# chunk) measured faster than 512 (per-step overhead) at one thread
+_BLOCK = 1024
+
+
+def infer_applies(bh: SpectralBlock, x: Tensor, h0: Tensor, c0: Tensor, params: list[Tensor | None]) -> bool:
+    """Whether ``born_infer`` runs a QKAN-LSTM cell's scan: the born read-out, the kernels apply, and no
+    gradient is wanted (forecasting)."""
+    return isinstance(bh, BornBlock) and not _needs_grad(x, h0, c0, *params) and applies(bh, x, None)
+
+
+def born_infer(
+    bx: BornBlock, bh: BornBlock, bias: Tensor | None, x: Tensor, h0: Tensor, c0: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """A QKAN-LSTM cell's scan without gradients: x [N, L, F], h0, c0 [N, D] -> (out [N, L, D], h_n, c_n).
+
+    bx, bh: the layer's blocks of x and of h; ``bias`` the cell's gate bias [G] or None. Per step the
+    gates [G, N] = W^T @ features [K, N] (one product, torch) between two kernels over the batch: the
+    features of x_t and h_{t-1} before, the LSTM update after.
+    """
+    k = _kernels_infer()
+    n, length, _ = x.shape
+    d = h0.shape[-1]
+    add = bx.bias if bx.bias is not None else torch.zeros(4 * d, dtype=x.dtype)
+    for extra in (bh.bias, bias):
+        add = add if extra is None else add + extra
+    wt = torch.cat([bx.wt, bh.wt, add[None]]).t().contiguous()  # [G, K]: the last feature row is ones
+    kw: dict[str, Any] = {"dtype": x.dtype}
+    out, h_n, c_n = torch.empty(n, length, d, **kw), torch.empty(n, d, **kw), torch.empty(n, d, **kw)
+    xs, outs, has_bw = _np(x), out.numpy(), bh.bw is not None
+
+    def part(lo: int, hi: int) -> None:  # lo, hi: multiples of _BLOCK (hi = n at the end)
+        for at in range(lo, hi, _BLOCK):
+            block(at, min(hi, at + _BLOCK))
+
+    def block(lo: int, hi: int) -> None:
+        feats, gates = torch.empty(wt.shape[1], hi - lo, **kw), torch.empty(wt.shape[0], hi - lo, **kw)
+        feats[-1] = 1
+        h, c = h0[lo:hi].t().contiguous(), c0[lo:hi].t().contiguous()
+        scratch = torch.empty_like(h)
+        args = (h.numpy(), bh.reps, has_bw)
+        bounded = bool(h.abs().max() <= 1)  # |h| <= 1 after the first step anyway
+        for t in range(length):
+            k.born_features(xs[lo:hi], t, *args, bounded, feats.numpy())
+            torch.mm(wt, feats, out=gates)
+            k.born_cell(gates.numpy(), t, h.numpy(), c.numpy(), scratch.numpy(), outs[lo:hi])
+            bounded = True
+        h_n[lo:hi], c_n[lo:hi] = h.t(), c.t()
+
+    _parallel(n, _BLOCK, part)
+    return out, h_n, c_n
 
 
 class _BornScan(torch.autograd.Function):
@@ -270,5 +332,7 @@ def warm_up() -> list[str]:
         for readout in ("born", "fast"):
             model = QKANLSTM(1, 2, spec=QKANSpec(readout=readout)).to(dtype)  # type: ignore[arg-type]
             model(torch.zeros(2, 3, 1, dtype=dtype))[0].sum().backward()
+            with torch.no_grad():  # the forecast's kernels (born_infer)
+                model(torch.zeros(2, 3, 1, dtype=dtype))
             done.append(f"{readout} {str(dtype).removeprefix('torch.')}")
     return done
