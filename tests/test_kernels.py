@@ -88,29 +88,34 @@ def _forecast(model: nn.Module, x: Tensor, dtype: torch.dtype = F64, scale: floa
 
 
 @needs_numba
-def test_a_born_forecast_runs_the_product_per_step_and_matches_training(monkeypatch) -> None:
-    """Under no_grad the born read-out runs born_infer (one product over the batch per step, no backward
-    buffers, no input part of every step kept), and its outputs and states are those of the training
-    kernels and the torch path to 1e-12 in float64, from initial states inside and beyond |h| <= 1."""
-    from qkanforecast.models import kernels, kernels_infer
+def test_a_born_forecast_keeps_one_step_and_matches_training(monkeypatch) -> None:
+    """The born read-out runs the product per step (born_product_scan); under no_grad it keeps one step's
+    features, not every step's, and its outputs and states are those of a training run and of the torch
+    path to 1e-12 in float64, from initial states inside and beyond |h| <= 1."""
+    from qkanforecast.models import kernels_infer
 
-    calls: list[str] = []
-    for module, name in ((kernels_infer, "born_cell"), (kernels, "born_forward")):
-        real = getattr(module, name)
-        monkeypatch.setattr(module, name, lambda *a, _r=real, _n=name: (calls.append(_n), _r(*a))[1])
+    real = kernels_infer.born_features
+    buffers: list[int] = []  # the address of each step's features
+
+    def spy(*args: np.ndarray) -> None:
+        buffers.append(args[-1].ctypes.data)
+        real(*args)
+
+    monkeypatch.setattr(kernels_infer, "born_features", spy)
     model, x = _model("born", {}), torch.randn(3, 6, 2, dtype=F64)
     for scale in (0.5, 3.0):  # 3.0: the first step's features by libm
         monkeypatch.setenv("QKANFORECAST_KERNEL", "numba")
-        calls.clear()
+        buffers.clear()
         forecast = _forecast(model, x, scale=scale)
-        assert set(calls) == {"born_cell"}
+        assert len(buffers) == 12 and len(set(buffers[:6])) == 1  # two layers of six steps, one buffer
         monkeypatch.setenv("QKANFORECAST_KERNEL", "torch")
         torch_path = _forecast(model, x, scale=scale)
         for a, b in zip(forecast, torch_path, strict=True):
             torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
     monkeypatch.setenv("QKANFORECAST_KERNEL", "numba")
+    buffers.clear()
     trained = _grads(model, x)[:3]
-    assert "born_forward" in calls
+    assert len(set(buffers[:6])) == 6  # training keeps every step's features
     for a, b in zip(_forecast(model, x), trained, strict=True):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
 
@@ -157,16 +162,22 @@ def _which_path(monkeypatch, model: nn.Module) -> list[str]:
     """Run a forward and backward; return which scan ran for each layer ('numba' or 'torch')."""
     ran: list[str] = []
     real_kernel, real_torch = kernel_scan.kernel_scan, scan.FusedScan.apply
+    real_product = kernel_scan.born_product_scan
 
     def kernel(*args: object) -> object:
         ran.append("numba")
         return real_kernel(*args)  # type: ignore[arg-type]
+
+    def product(*args: object) -> object:
+        ran.append("numba")
+        return real_product(*args)  # type: ignore[arg-type]
 
     def torch_path(*args: object) -> object:
         ran.append("torch")
         return real_torch(*args)
 
     monkeypatch.setattr(kernel_scan, "kernel_scan", kernel)
+    monkeypatch.setattr(kernel_scan, "born_product_scan", product)
     monkeypatch.setattr(scan.FusedScan, "apply", torch_path)
     model(torch.randn(2, 4, 2))[0].sum().backward()
     return ran

@@ -158,9 +158,9 @@ class QKANLSTMCell(GatedCell):
     def _fused_scan(self, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         blocks = self.layer.blocks([self.input_size, self.hidden_size])
         bx, bh = blocks
-        if kernel_scan.infer_applies(cast(SpectralBlock, bh), x, h, c, [*self.parameters()]):
-            born = cast(BornBlock, bh)  # forecasting: no [N, L, 4D] input part, one product per step
-            return kernel_scan.born_infer(cast(BornBlock, bx), born, self.bias, x, h, c)
+        if kernel_scan.product_applies(cast(SpectralBlock, bh), x):  # no [N, L, 4D] input part
+            born = cast(BornBlock, bh)
+            return kernel_scan.born_product_scan(cast(BornBlock, bx), born, self.bias, x, h, c)
         pre, bh = self._split(x, blocks)
         return fused_scan(cast(SpectralBlock, bh), pre, h, c)
 

@@ -1,4 +1,6 @@
-"""The QKAN-LSTM recurrence on the numba kernels (kernels.py), chosen automatically where it applies.
+"""The QKAN-LSTM recurrence on the numba kernels, chosen automatically where it applies: the born read-out's
+scan on ``born_product_scan`` (kernels_infer.py: one product over the batch per step), the fast
+read-out's on ``kernel_scan`` (kernels.py: each sample's sequence in one loop).
 
 ``kernel_scan`` is a drop-in for ``fused_scan`` (scan.py) on a QKAN-LSTM cell (no encoder or decoder)
 with a spectral block, on CPU tensors of float32 or float64. The torch path stays the reference and the
@@ -9,15 +11,15 @@ at the default initialisation and never further from the float64 result than the
 (outputs and every gradient). Where a trained model's recurrence amplifies float32 rounding, the two
 float32 paths differ by about as much as each differs from float64.
 
-Under ``torch.no_grad`` (forecasting) the kernel runs the forward alone and allocates no buffer for the
-backward; the born read-out's forecast runs ``born_infer`` instead (kernels_infer.py: per step one product
-over the batch, the input part included, and loops over the batch).
-With gradients, the forward saves per sample and step what the backward needs; the weight
-gradients are one matrix product over all steps and samples afterwards (torch).
+Under ``torch.no_grad`` (forecasting) the kernels run the forward alone and allocate no buffer for the
+backward (the born read-out keeps one step's features and gates, not every step's). With gradients, the
+forward saves per sample and step what the backward needs; the weight gradients are one matrix product
+over all steps and samples afterwards (torch).
 
-Threads: the batch is split into as many parts as torch has threads (``torch.get_num_threads()``, which
-the CLI's ``--threads`` sets through OMP_NUM_THREADS), each run by a kernel without the GIL, so the two
-never oversubscribe the machine.
+Threads: the born scan runs blocks of 1,024 samples, one block per thread, its products on torch's
+threads. The fast scan splits the batch into as many parts as torch has threads
+(``torch.get_num_threads()``, which the CLI's ``--threads`` sets through OMP_NUM_THREADS), each run by a
+kernel without the GIL, so the two never oversubscribe the machine.
 """
 
 from __future__ import annotations
@@ -138,58 +140,133 @@ def _needs_grad(*tensors: Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
-# samples per product in born_infer (threads take whole blocks): a fixed width, because BLAS sums in an
-# order that depends on the width, and the result must not depend on the threads; 1,024 (the forecast's
-# chunk) measured faster than 512 (per-step overhead) at one thread
-_BLOCK = 1024
+def product_applies(bh: SpectralBlock, x: Tensor) -> bool:
+    """Whether ``born_product_scan`` runs a QKAN-LSTM cell's scan: the born read-out where the kernels
+    apply."""
+    return isinstance(bh, BornBlock) and applies(bh, x, None)
 
 
-def infer_applies(bh: SpectralBlock, x: Tensor, h0: Tensor, c0: Tensor, params: list[Tensor | None]) -> bool:
-    """Whether ``born_infer`` runs a QKAN-LSTM cell's scan: the born read-out, the kernels apply, and no
-    gradient is wanted (forecasting)."""
-    return isinstance(bh, BornBlock) and not _needs_grad(x, h0, c0, *params) and applies(bh, x, None)
-
-
-def born_infer(
+def born_product_scan(
     bx: BornBlock, bh: BornBlock, bias: Tensor | None, x: Tensor, h0: Tensor, c0: Tensor
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """A QKAN-LSTM cell's scan without gradients: x [N, L, F], h0, c0 [N, D] -> (out [N, L, D], h_n, c_n).
+    """A born QKAN-LSTM cell's scan: x [N, L, F], h0, c0 [N, D] -> (out [N, L, D], h_n, c_n).
 
     bx, bh: the layer's blocks of x and of h; ``bias`` the cell's gate bias [G] or None. Per step the
-    gates [G, N] = W^T @ features [K, N] (one product, torch) between two kernels over the batch: the
-    features of x_t and h_{t-1} before, the LSTM update after.
+    gates [G, N] = W^T @ features [K, N] are one product over the batch (torch), the input part included,
+    between loops over the batch (kernels_infer.py): the features of x_t and h_{t-1} before, the LSTM
+    update after; the backward likewise. Without gradients nothing is kept for the backward.
     """
-    k = _kernels_infer()
-    n, length, _ = x.shape
     d = h0.shape[-1]
     add = bx.bias if bx.bias is not None else torch.zeros(4 * d, dtype=x.dtype)
     for extra in (bh.bias, bias):
         add = add if extra is None else add + extra
     wt = torch.cat([bx.wt, bh.wt, add[None]]).t().contiguous()  # [G, K]: the last feature row is ones
-    kw: dict[str, Any] = {"dtype": x.dtype}
-    out, h_n, c_n = torch.empty(n, length, d, **kw), torch.empty(n, d, **kw), torch.empty(n, d, **kw)
-    xs, outs, has_bw = _np(x), out.numpy(), bh.bw is not None
+    save = _needs_grad(x, h0, c0, wt)
+    out = _BornProduct.apply(bh.reps, bh.bw is not None, save, x, h0, c0, wt)
+    return cast(tuple[Tensor, Tensor, Tensor], out)
 
-    def part(lo: int, hi: int) -> None:  # lo, hi: multiples of _BLOCK (hi = n at the end)
-        for at in range(lo, hi, _BLOCK):
-            block(at, min(hi, at + _BLOCK))
 
-    def block(lo: int, hi: int) -> None:
-        feats, gates = torch.empty(wt.shape[1], hi - lo, **kw), torch.empty(wt.shape[0], hi - lo, **kw)
-        feats[-1] = 1
-        h, c = h0[lo:hi].t().contiguous(), c0[lo:hi].t().contiguous()
-        scratch = torch.empty_like(h)
-        args = (h.numpy(), bh.reps, has_bw)
-        bounded = bool(h.abs().max() <= 1)  # |h| <= 1 after the first step anyway
-        for t in range(length):
-            k.born_features(xs[lo:hi], t, *args, bounded, feats.numpy())
-            torch.mm(wt, feats, out=gates)
-            k.born_cell(gates.numpy(), t, h.numpy(), c.numpy(), scratch.numpy(), outs[lo:hi])
-            bounded = True
-        h_n[lo:hi], c_n[lo:hi] = h.t(), c.t()
+# samples per product in born_product_scan (threads take whole blocks): a fixed width, because BLAS sums
+# in an order that depends on the width, and the result must not depend on the threads; 1,024 (the
+# forecast's chunk) measured faster than 512 (per-step overhead) at one thread
+_BLOCK = 1024
 
-    _parallel(n, _BLOCK, part)
-    return out, h_n, c_n
+
+def _blocks(n: int) -> list[tuple[int, int]]:
+    return [(lo, min(n, lo + _BLOCK)) for lo in range(0, n, _BLOCK)]
+
+
+def _each(run: Callable[[int], None], lo: int, hi: int) -> None:
+    """run(i) for i in range(lo, hi), without autograd (a worker thread starts with it on)."""
+    with torch.no_grad():
+        for i in range(lo, hi):
+            run(i)
+
+
+class _BornProduct(torch.autograd.Function):
+    """(reps, has_bw, save, x, h0, c0, wt) -> (out, h_n, c_n); wt [G, K] the weight of the features
+    [x trig, x silu, h trig, h silu, 1]; ``save`` whether to keep the buffers of the backward, per block
+    of samples, batch last: features [L, K, n], activated gates [L, G, n], c and h [L + 1, D, n], tanh c
+    [L, D, n]."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, reps: int, has_bw: bool, save: bool, x: Tensor, h0: Tensor, c0: Tensor, wt: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        k = _kernels_infer()
+        n, length, _ = x.shape
+        d = h0.shape[-1]
+        g4, nk = wt.shape
+        kw: dict[str, Any] = {"dtype": x.dtype}
+        out, h_n, c_n = torch.empty(n, length, d, **kw), torch.empty(n, d, **kw), torch.empty(n, d, **kw)
+        xs, outs = _np(x), out.numpy()
+        blocks = _blocks(n)
+        saved: list[list[Tensor]] = [[] for _ in blocks]
+        ls = length if save else 1  # steps kept
+
+        def run(i: int) -> None:
+            lo, hi = blocks[i]
+            m = hi - lo
+            feats, acts = torch.empty(ls, nk, m, **kw), torch.empty(ls, g4, m, **kw)
+            cs, hs = torch.empty(ls + 1, d, m, **kw), torch.empty(ls + 1, d, m, **kw)  # c, h before and after
+            tcs = torch.empty(ls, d, m, **kw)
+            feats[:, -1] = 1
+            cs[0], hs[0] = c0[lo:hi].t(), h0[lo:hi].t()
+            f_, a_, c_, h_, tc_ = (b.numpy() for b in (feats, acts, cs, hs, tcs))
+            x_, o_ = xs[lo:hi], outs[lo:hi]
+            bounded = bool(hs[0].abs().max() <= 1)  # |h| <= 1 after the first step anyway
+            for t in range(length):
+                s, p, p1 = (t, t, t + 1) if save else (0, t % 2, 1 - t % 2)  # c_prev and c: never one array
+                k.born_features(x_, t, h_[p], reps, has_bw, bounded, f_[s])
+                torch.mm(wt, feats[s], out=acts[s])
+                k.born_cell(a_[s], t, c_[p], c_[p1], h_[p1], tc_[s], o_)
+                bounded = True
+            last = length if save else length % 2
+            h_n[lo:hi], c_n[lo:hi] = hs[last].t(), cs[last].t()
+            if save:
+                saved[i] = [feats, acts, cs, hs, tcs]
+
+        _parallel(len(blocks), 1, lambda a, b: _each(run, a, b))
+        if save:
+            ctx.save_for_backward(x, wt, *(t for block in saved for t in block))
+            ctx.meta = (reps, has_bw, blocks)
+        return out, h_n, c_n
+
+    @staticmethod
+    def backward(ctx: Any, dout: Tensor, dh_n: Tensor, dc_n: Tensor) -> tuple[Tensor | None, ...]:
+        k = _kernels_infer()
+        x, wt, *saved = ctx.saved_tensors
+        reps, has_bw, blocks = ctx.meta
+        n, length, d = dout.shape
+        kw: dict[str, Any] = {"dtype": dout.dtype}
+        w = wt.t().contiguous()  # [K, G]
+        want_dx = ctx.needs_input_grad[3]
+        dx = torch.zeros(n, length, x.shape[2], **kw) if want_dx else torch.empty(0, 0, 0, **kw)
+        dh0, dc0 = torch.empty(n, d, **kw), torch.empty(n, d, **kw)
+        xs, douts, dxs = _np(x), _np(dout), dx.numpy()
+        dwts: list[Tensor] = [wt] * len(blocks)
+
+        def run(i: int) -> None:
+            lo, hi = blocks[i]
+            feats, acts, cs, hs, tcs = saved[5 * i : 5 * i + 5]
+            dh, dc = dh_n[lo:hi].t().contiguous(), dc_n[lo:hi].t().contiguous()
+            dgs = torch.empty_like(acts)  # [L, G, n]
+            dfeat = torch.empty(feats.shape[1], hi - lo, **kw)
+            f_, a_, c_, h_, tc_, dg_ = (b.numpy() for b in (feats, acts, cs, hs, tcs, dgs))
+            dh_, dc_, df_ = dh.numpy(), dc.numpy(), dfeat.numpy()
+            x_, do_, dx_ = xs[lo:hi], douts[lo:hi], dxs[lo:hi] if want_dx else dxs
+            for t in range(length - 1, -1, -1):
+                k.born_dgates(do_, t, a_[t], c_[t], tc_[t], dh_, dc_, dg_[t])
+                torch.mm(w, dgs[t], out=dfeat)
+                k.born_dinputs(df_, f_[t], x_, t, h_[t], reps, has_bw, dh_, dx_)
+            dh0[lo:hi], dc0[lo:hi] = dh.t(), dc.t()
+            dwts[i] = torch.bmm(dgs, feats.transpose(1, 2)).sum(0)  # [G, K]
+
+        _parallel(len(blocks), 1, lambda a, b: _each(run, a, b))
+        dwt = dwts[0]
+        for extra in dwts[1:]:
+            dwt = dwt + extra
+        return None, None, None, dx if want_dx else None, dh0, dc0, dwt
 
 
 class _BornScan(torch.autograd.Function):

@@ -1,13 +1,14 @@
-"""Numba kernels of the QKAN-LSTM forecast (no gradient): the element-wise part of one time step over the
-whole batch, with the batch last (needs numba).
+"""Numba kernels of the born QKAN-LSTM with the batch last: the element-wise part of one time step over a
+block of samples, forward and backward (needs numba).
 
-The training kernels (kernels.py) step each sample through its sequence with the gate product inside the
-loop (a 56 x 32 product per sample and step, a few hundred nanoseconds in numba's code). Without a
-backward there is nothing to keep per sample, so the forecast turns the loop inside out: per time step
-one matrix product over the whole batch, gates [G, N] = W^T [G, K] @ features [K, N] (BLAS, through
-torch), and one call of ``born_step`` for the rest, whose loops run over the batch (contiguous rows of N
-samples, which vectorise). The features of x_t are part of the same product: no [N, L, G] tensor of the
-input part is ever made.
+The first kernels (kernels.py) step each sample through its sequence with the gate product inside the
+loop (a 56 x 32 product per sample and step: a few hundred nanoseconds in numba's code, whose short loops
+LLVM vectorises poorly). Here the loop is turned inside out: per time step one matrix product over the
+block, gates [G, N] = W^T [G, K] @ features [K, N] (BLAS, through torch), between kernels whose loops
+run over the samples (contiguous rows of N, which vectorise): ``born_features`` before the product,
+``born_cell`` after it. The features of x_t are part of the same product: no [N, L, G] tensor of the input
+part is made. The backward per step: ``born_dgates``, the product dfeat [K, N] = W @ dgates, and
+``born_dinputs``; the weight gradient is one batched product over the steps afterwards.
 
 Feature rows (K): the trig features of every input, [cos x .. cos rx, sin x .. sin rx] per input (F T
 rows), silu of every input (F rows, with a base weight), the same of h_{t-1} (D T and D rows), then one
@@ -72,9 +73,11 @@ def born_features(x, t, h, reps, has_bw, bounded, feats):  # type: ignore[no-unt
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
-def born_cell(gates, t, h, c, tc, out):  # type: ignore[no-untyped-def]
-    """LSTM update of step t: gates [G, N] (pre-activations, i f g o) -> h, c [D, N] in place, out[:, t] = h
-    (out [N, L, D]); tc [D, N] is scratch."""
+def born_cell(gates, t, c_prev, c, h, tc, out):  # type: ignore[no-untyped-def]
+    """LSTM update of step t: gates [G, N] (pre-activations, i f g o) -> activated in place (sigmoid i, f,
+    o; tanh g), c = f c_prev + i g, tc = tanh c, h = o tc (all [D, N]) and out[:, t] = h (out [N, L, D]).
+    Every array distinct: LLVM checks at run time, and overlapping arrays (c_prev = c) take its scalar
+    loop, 10x slower."""
     d, n = h.shape
     one = like(gates[0, 0], 1)
     two = like(gates[0, 0], 2)
@@ -84,12 +87,79 @@ def born_cell(gates, t, h, c, tc, out):  # type: ignore[no-untyped-def]
             f = vsigmoid(gates[d + q, b])
             g = two * vsigmoid(two * gates[2 * d + q, b]) - one
             o = vsigmoid(gates[3 * d + q, b])
-            cq = f * c[q, b] + i * g
+            gates[q, b] = i
+            gates[d + q, b] = f
+            gates[2 * d + q, b] = g
+            gates[3 * d + q, b] = o
+            cq = f * c_prev[q, b] + i * g
             c[q, b] = cq
-            tc[q, b] = o * vtanh(cq)
-    for q in range(d):
-        for b in range(n):
-            h[q, b] = tc[q, b]
+            tq = vtanh(cq)
+            tc[q, b] = tq
+            h[q, b] = o * tq
     for b in range(n):
         for q in range(d):
             out[b, t, q] = h[q, b]
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+def born_dgates(dout, t, acts, c_prev, tc, dh, dc, dg):  # type: ignore[no-untyped-def]
+    """Backward of born_cell at step t: dh += dout[:, t] (dout [N, L, D]); with the activated gates acts
+    [G, N], c_prev, tc [D, N] -> dg [G, N] (gradient of the pre-activations); dc [D, N] becomes the
+    gradient of c_{t-1}."""
+    d, n = dh.shape
+    one = like(dh[0, 0], 1)
+    for b in range(n):
+        for q in range(d):
+            dh[q, b] += dout[b, t, q]
+    for q in range(d):
+        for b in range(n):
+            i, f, g, o = acts[q, b], acts[d + q, b], acts[2 * d + q, b], acts[3 * d + q, b]
+            tq = tc[q, b]
+            dcq = dc[q, b] + dh[q, b] * o * (one - tq * tq)
+            dg[q, b] = dcq * g * (i * (one - i))
+            dg[d + q, b] = dcq * c_prev[q, b] * (f * (one - f))
+            dg[2 * d + q, b] = dcq * i * (one - g * g)
+            dg[3 * d + q, b] = dh[q, b] * tq * (o * (one - o))
+            dc[q, b] = dcq * f
+
+
+@njit(cache=True, inline="always", error_model="numpy", fastmath={"contract"})
+def _dtrig(dfeat, feats, at, reps, n, acc):  # type: ignore[no-untyped-def]
+    """acc [N] = sum_k k (cos kx dfeat[sin kx] - sin kx dfeat[cos kx]) over the rows at.. of one input."""
+    for b in range(n):
+        acc[b] = feats[at, b] * dfeat[at + reps, b] - feats[at + reps, b] * dfeat[at, b]
+    for k in range(1, reps):
+        kk = like(acc[0], k + 1)
+        for b in range(n):
+            ck, sk = feats[at + k, b], feats[at + reps + k, b]
+            acc[b] += kk * (ck * dfeat[at + reps + k, b] - sk * dfeat[at + k, b])
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+def born_dinputs(dfeat, feats, x, t, h_prev, reps, has_bw, dh, dx):  # type: ignore[no-untyped-def]
+    """dfeat [K, N] (gradient of the features of step t, feats [K, N]) -> dh [D, N] (of h_{t-1}, whose
+    values h_prev [D, N] give silu's slope) and, where dx is not empty, dx[:, t] (dx, x [N, L, F])."""
+    n, _, nx = x.shape
+    d = dh.shape[0]
+    nt = 2 * reps
+    kx = nx * (nt + has_bw)
+    one = like(dh[0, 0], 1)
+    for q in range(d):
+        acc = dh[q]
+        _dtrig(dfeat, feats, kx + q * nt, reps, n, acc)
+        if has_bw:
+            row = kx + d * nt + q
+            for b in range(n):
+                sg = vsigmoid(h_prev[q, b])
+                acc[b] += sg * (one + h_prev[q, b] * (one - sg)) * dfeat[row, b]
+    if dx.shape[0] > 0:
+        acc = np.empty(n, dtype=dh.dtype)
+        for i in range(nx):
+            _dtrig(dfeat, feats, i * nt, reps, n, acc)
+            if has_bw:
+                row = nx * nt + i
+                for b in range(n):
+                    sg = vsigmoid(x[b, t, i])
+                    acc[b] += sg * (one + x[b, t, i] * (one - sg)) * dfeat[row, b]
+            for b in range(n):
+                dx[b, t, i] = acc[b]
