@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from qkanforecast.config import QKANSpec
-from qkanforecast.models import HQKANLSTM, QKANLSTM, kernel_scan, scan
+from qkanforecast.models import HQKANLSTM, QKANLSTM, kernel_scan, product_scan, scan
 
 F64 = torch.float64
 needs_numba = pytest.mark.skipif(not kernel_scan.numba_available(), reason="numba (the [fast] extra) absent")
@@ -88,10 +88,11 @@ def _forecast(model: nn.Module, x: Tensor, dtype: torch.dtype = F64, scale: floa
 
 
 @needs_numba
-def test_a_born_forecast_keeps_one_step_and_matches_training(monkeypatch) -> None:
-    """The born read-out runs the product per step (born_product_scan); under no_grad it keeps one step's
-    features, not every step's, and its outputs and states are those of a training run and of the torch
-    path to 1e-12 in float64, from initial states inside and beyond |h| <= 1."""
+@pytest.mark.parametrize("readout", ["born", "fast"])
+def test_a_forecast_keeps_one_step_and_matches_training(monkeypatch, readout: str) -> None:
+    """Under no_grad the product scan keeps one step's features, not every step's, and its outputs and
+    states are those of a training run and of the torch path to 1e-12 in float64, from initial states
+    inside and beyond |h| <= 1."""
     from qkanforecast.models import kernels_infer
 
     real = kernels_infer.born_features
@@ -102,7 +103,7 @@ def test_a_born_forecast_keeps_one_step_and_matches_training(monkeypatch) -> Non
         real(*args)
 
     monkeypatch.setattr(kernels_infer, "born_features", spy)
-    model, x = _model("born", {}), torch.randn(3, 6, 2, dtype=F64)
+    model, x = _model(readout, {}), torch.randn(3, 6, 2, dtype=F64)
     for scale in (0.5, 3.0):  # 3.0: the first step's features by libm
         monkeypatch.setenv("QKANFORECAST_KERNEL", "numba")
         buffers.clear()
@@ -121,36 +122,11 @@ def test_a_born_forecast_keeps_one_step_and_matches_training(monkeypatch) -> Non
 
 
 @needs_numba
-def test_a_fast_forecast_runs_the_forward_alone(monkeypatch) -> None:
-    """Under no_grad the fast read-out's kernel gets empty backward buffers, and the outputs are those of
-    a training run."""
-    from qkanforecast.models import kernels
-
-    real = kernels.fast_forward
-    saved: list[bool] = []
-
-    def spy(*args: object) -> None:
-        saved.append(args[9])  # type: ignore[arg-type]  # the ``save`` flag
-        buffers = [a for a in args if hasattr(a, "shape") and a.ndim == 3]  # type: ignore[attr-defined]
-        assert all(b.shape[0] > 0 for b in buffers) == saved[-1]  # type: ignore[attr-defined]
-        real(*args)
-
-    monkeypatch.setattr(kernels, "fast_forward", spy)
-    monkeypatch.setenv("QKANFORECAST_KERNEL", "numba")
-    model, x = _model("fast", {}).double(), torch.randn(3, 6, 2, dtype=F64)
-    with torch.no_grad():
-        fast_out = model(x)[0]
-    trained_out = model(x)[0]
-    assert saved == [False, False, True, True]  # two layers, each without then with buffers
-    torch.testing.assert_close(fast_out, trained_out.detach(), atol=0, rtol=0)
-
-
-@needs_numba
 @pytest.mark.parametrize("readout", ["born", "fast"])
 def test_threads_split_the_batch_without_changing_a_bit(monkeypatch, readout: str) -> None:
     monkeypatch.setenv("QKANFORECAST_KERNEL", "numba")
     model, x = _model(readout, {}), torch.randn(37, 5, 2, dtype=F64)  # 37: parts of uneven length
-    monkeypatch.setattr(kernel_scan, "_BLOCK", 8)  # the forecast's product per block of 8 samples
+    monkeypatch.setattr(product_scan, "_BLOCK", 8)  # the forecast's product per block of 8 samples
     one = _grads(model, x) + _forecast(model, x)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
     three = _grads(model, x) + _forecast(model, x)
@@ -161,12 +137,7 @@ def test_threads_split_the_batch_without_changing_a_bit(monkeypatch, readout: st
 def _which_path(monkeypatch, model: nn.Module) -> list[str]:
     """Run a forward and backward; return which scan ran for each layer ('numba' or 'torch')."""
     ran: list[str] = []
-    real_kernel, real_torch = kernel_scan.kernel_scan, scan.FusedScan.apply
-    real_product = kernel_scan.born_product_scan
-
-    def kernel(*args: object) -> object:
-        ran.append("numba")
-        return real_kernel(*args)  # type: ignore[arg-type]
+    real_torch, real_product = scan.FusedScan.apply, product_scan.product_scan
 
     def product(*args: object) -> object:
         ran.append("numba")
@@ -176,8 +147,7 @@ def _which_path(monkeypatch, model: nn.Module) -> list[str]:
         ran.append("torch")
         return real_torch(*args)
 
-    monkeypatch.setattr(kernel_scan, "kernel_scan", kernel)
-    monkeypatch.setattr(kernel_scan, "born_product_scan", product)
+    monkeypatch.setattr(product_scan, "product_scan", product)
     monkeypatch.setattr(scan.FusedScan, "apply", torch_path)
     model(torch.randn(2, 4, 2))[0].sum().backward()
     return ran

@@ -20,8 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from ..config import QKANSpec, Solver
-from . import kernel_scan
-from .blocks import Block, BornBlock, SpectralBlock
+from . import product_scan
+from .blocks import Block, SpectralBlock
 from .qkan import QKANLayer
 from .scan import fused_scan
 
@@ -158,9 +158,9 @@ class QKANLSTMCell(GatedCell):
     def _fused_scan(self, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         blocks = self.layer.blocks([self.input_size, self.hidden_size])
         bx, bh = blocks
-        if kernel_scan.product_applies(cast(SpectralBlock, bh), x):  # no [N, L, 4D] input part
-            born = cast(BornBlock, bh)
-            return kernel_scan.born_product_scan(cast(BornBlock, bx), born, self.bias, x, h, c)
+        sx, sh = cast(SpectralBlock, bx), cast(SpectralBlock, bh)
+        if product_scan.applies(sh, x):  # one product per step, no [N, L, 4D] input part
+            return product_scan.product_scan(sx, sh, self.bias, x, h, c)
         pre, bh = self._split(x, blocks)
         return fused_scan(cast(SpectralBlock, bh), pre, h, c)
 

@@ -1,18 +1,21 @@
-"""Numba kernels of the born QKAN-LSTM with the batch last: the element-wise part of one time step over a
-block of samples, forward and backward (needs numba).
+"""Numba kernels of the QKAN-LSTM recurrence with the batch last: the element-wise part of one time step
+over a block of samples, forward and backward (needs numba; product_scan.py runs them).
 
-The first kernels (kernels.py) step each sample through its sequence with the gate product inside the
-loop (a 56 x 32 product per sample and step: a few hundred nanoseconds in numba's code, whose short loops
-LLVM vectorises poorly). Here the loop is turned inside out: per time step one matrix product over the
-block, gates [G, N] = W^T [G, K] @ features [K, N] (BLAS, through torch), between kernels whose loops
-run over the samples (contiguous rows of N, which vectorise): ``born_features`` before the product,
-``born_cell`` after it. The features of x_t are part of the same product: no [N, L, G] tensor of the input
-part is made. The backward per step: ``born_dgates``, the product dfeat [K, N] = W @ dgates, and
-``born_dinputs``; the weight gradient is one batched product over the steps afterwards.
+Earlier kernels stepped each sample through its sequence with the gate product inside the loop (a 56 x
+32 product per sample and step: a few hundred nanoseconds in numba's code, whose short loops LLVM
+vectorises poorly). Here the loop is turned inside out: per time step one matrix product over the
+block, gates [G, N] = W^T [G, K] @ features [K, N] (BLAS, through torch) for the born read-out, or
+``fast_gates`` for the fast one, between kernels whose loops run over the samples (contiguous rows of N,
+which vectorise): ``born_features`` before, ``born_cell`` after. The features of x_t are part of the
+same product: no [N, L, G] tensor of the input part is made. The backward per step: ``born_dgates``,
+then dfeat [K, N] = W @ dgates (born) or ``fast_dedges``, then ``born_dinputs``; the weight gradients
+are batched products over the steps (torch).
 
 Feature rows (K): the trig features of every input, [cos x .. cos rx, sin x .. sin rx] per input (F T
 rows), silu of every input (F rows, with a base weight), the same of h_{t-1} (D T and D rows), then one
-row of ones (the constant terms, the last row of W). Notation as in kernels.py.
+row of ones (the constant terms, the last row of W). N samples, L steps, D hidden, G = 4D gates (i, f,
+g, o), r reps, T = 2r trig features per input, I = F + D inputs. Inner loops run over contiguous rows
+without reassociating sums (of fastmath only ``contract``: multiply-adds fused into FMAs).
 """
 
 from __future__ import annotations
@@ -163,3 +166,97 @@ def born_dinputs(dfeat, feats, x, t, h_prev, reps, has_bw, dh, dx):  # type: ign
                     acc[b] += sg * (one + x[b, t, i] * (one - sg)) * dfeat[row, b]
             for b in range(n):
                 dx[b, t, i] = acc[b]
+
+
+# -- fast read-out: gates = add + sum_i pw_i (a_i - b_i) + bw_i silu(u_i), a, b = sqrt((1 +- z_i) / 2) ------
+@njit(cache=True, inline="always", error_model="numpy", fastmath={"contract"})
+def _rows(i, nx, nd, reps, has_bw):  # type: ignore[no-untyped-def]
+    """Feature rows of input i (x_t's F inputs, then h_{t-1}'s D): its first trig row and its silu row."""
+    nt = 2 * reps
+    kx = nx * (nt + has_bw)
+    if i < nx:
+        return i * nt, nx * nt + i
+    return kx + (i - nx) * nt, kx + nd * nt + (i - nx)
+
+
+@njit(cache=True, inline="always", error_model="numpy", fastmath={"contract"})
+def _z(feats, at, cz, ct, i, o, nt, zb):  # type: ignore[no-untyped-def]
+    """zb [N] = cz[i, o] + sum_m ct[i, m, o] feats[at + m]: edge (i, o)'s born value for every sample."""
+    n = zb.shape[0]
+    c0 = cz[i, o]
+    for b in range(n):
+        zb[b] = c0
+    for m in range(0, nt, 2):
+        c1, c2 = ct[i, m, o], ct[i, m + 1, o]
+        for b in range(n):
+            zb[b] += c1 * feats[at + m, b] + c2 * feats[at + m + 1, b]
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+def fast_gates(feats, nx, reps, has_bw, cz, ct, pw, bw, add, tiny, zb, gates):  # type: ignore[no-untyped-def]
+    """feats [K, N] (as born_features) -> gates [G, N] (pre-activations): add [G] plus, for every input i
+    and output o, pw[i, o] (a - b) with a, b = sqrt(max((1 +- z) / 2, tiny)), z from cz [I, G], ct [I, T,
+    G], and bw[i, o] silu(u_i). pw, bw: [I, G] or [0, 0] (none); zb [N] scratch."""
+    n = feats.shape[1]
+    ni, g4 = cz.shape
+    nt = 2 * reps
+    has_pw = pw.shape[0] > 0
+    half, tn = like(feats[0, 0], 0.5), like(feats[0, 0], tiny)
+    for o in range(g4):
+        for b in range(n):
+            gates[o, b] = add[o]
+    for i in range(ni):
+        at, srow = _rows(i, nx, ni - nx, reps, has_bw)
+        for o in range(g4):
+            _z(feats, at, cz, ct, i, o, nt, zb)
+            w = pw[i, o] if has_pw else like(half, 1)
+            for b in range(n):
+                a = math.sqrt(max(half + half * zb[b], tn))
+                bb = math.sqrt(max(half - half * zb[b], tn))
+                gates[o, b] += w * (a - bb)
+            if has_bw:
+                wb = bw[i, o]
+                for b in range(n):
+                    gates[o, b] += wb * feats[srow, b]
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+def fast_dedges(  # type: ignore[no-untyped-def]
+    feats, nx, reps, has_bw, cz, ct, pw, bw, tiny, cap, dg, zb, dz, gd, dfeat
+):
+    """Backward of fast_gates at one step: dg [G, N] (gradient of the gates) -> dz [I, G, N] (of each
+    edge's z), gd [I, G, N] ((a - b) dg, where pw is given, else empty) and dfeat [K, N] (of the features:
+    trig rows through z, silu rows through bw; the ones row untouched)."""
+    n = feats.shape[1]
+    ni, g4 = cz.shape
+    nt = 2 * reps
+    has_pw = pw.shape[0] > 0
+    half, tn = like(feats[0, 0], 0.5), like(feats[0, 0], tiny)
+    one, quarter, cp = like(half, 1), like(half, 0.25), like(half, cap)
+    for i in range(ni):
+        at, srow = _rows(i, nx, ni - nx, reps, has_bw)
+        for m in range(nt):
+            for b in range(n):
+                dfeat[at + m, b] = 0
+        if has_bw:
+            for b in range(n):
+                dfeat[srow, b] = 0
+        for o in range(g4):
+            _z(feats, at, cz, ct, i, o, nt, zb)
+            w = pw[i, o] if has_pw else one
+            for b in range(n):
+                a = math.sqrt(max(half + half * zb[b], tn))
+                bb = math.sqrt(max(half - half * zb[b], tn))
+                dz[i, o, b] = quarter * (min(one / a, cp) + min(one / bb, cp)) * (w * dg[o, b])
+                zb[b] = (a - bb) * dg[o, b]
+            if has_pw:
+                for b in range(n):
+                    gd[i, o, b] = zb[b]
+            for m in range(nt):
+                c = ct[i, m, o]
+                for b in range(n):
+                    dfeat[at + m, b] += c * dz[i, o, b]
+            if has_bw:
+                wb = bw[i, o]
+                for b in range(n):
+                    dfeat[srow, b] += wb * dg[o, b]
