@@ -129,6 +129,7 @@ def test_threads_split_the_batch_without_changing_a_bit(monkeypatch, readout: st
     monkeypatch.setattr(product_scan, "_BLOCK", 8)  # the forecast's product per block of 8 samples
     one = _grads(model, x) + _forecast(model, x)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # the scan's products on one thread
     three = _grads(model, x) + _forecast(model, x)
     for a, b in zip(one, three, strict=True):
         torch.testing.assert_close(a, b, atol=0, rtol=0)

@@ -75,10 +75,11 @@ def _kernels_infer() -> Any:
     return kernels_infer
 
 
-def _parallel(n: int, unit: int, fn: Callable[[int, int], None]) -> None:
-    """fn(lo, hi) over consecutive parts of range(n), cut at multiples of ``unit``, one part per torch thread
-    (the kernels release the GIL; ``torch.get_num_threads()`` follows the CLI's --threads)."""
-    parts = max(1, min(torch.get_num_threads(), -(-n // unit)))
+def _parallel(n: int, unit: int, fn: Callable[[int, int], None], threads: int | None = None) -> None:
+    """fn(lo, hi) over consecutive parts of range(n), cut at multiples of ``unit``, one part per thread:
+    ``threads``, by default torch's (the kernels release the GIL; ``torch.get_num_threads()`` follows the
+    CLI's --threads)."""
+    parts = max(1, min(threads or torch.get_num_threads(), -(-n // unit)))
     if parts == 1:
         fn(0, n)
         return
