@@ -93,16 +93,16 @@ def test_a_forecast_keeps_one_step_and_matches_training(monkeypatch, readout: st
     """Under no_grad the product scan keeps one step's features, not every step's, and its outputs and
     states are those of a training run and of the torch path to 1e-12 in float64, from initial states
     inside and beyond |h| <= 1."""
-    from qkanforecast.models import kernels_infer
+    from qkanforecast.models import kernels
 
-    real = kernels_infer.born_features
+    real = kernels.born_features
     buffers: list[int] = []  # the address of each step's features
 
     def spy(*args: np.ndarray) -> None:
         buffers.append(args[-1].ctypes.data)
         real(*args)
 
-    monkeypatch.setattr(kernels_infer, "born_features", spy)
+    monkeypatch.setattr(kernels, "born_features", spy)
     model, x = _model(readout, {}), torch.randn(3, 6, 2, dtype=F64)
     for scale in (0.5, 3.0):  # 3.0: the first step's features by libm
         monkeypatch.setenv("QKANFORECAST_KERNEL", "numba")

@@ -1,4 +1,4 @@
-"""Where the numba kernels of the QKAN-LSTM recurrence (kernels_infer.py, run by product_scan.py) apply,
+"""Where the numba kernels of the QKAN-LSTM recurrence (kernels.py, run by product_scan.py) apply,
 and their threads and compilation.
 
 They run a QKAN-LSTM cell (no encoder or decoder) with a spectral block, on CPU tensors of float32 or
@@ -69,10 +69,10 @@ def applies(block: SpectralBlock, pre: Tensor, enc_t: Tensor | None) -> bool:
     return supported and numba_available()
 
 
-def _kernels_infer() -> Any:
-    from . import kernels_infer
+def _kernels() -> Any:
+    from . import kernels
 
-    return kernels_infer
+    return kernels
 
 
 def _parallel(n: int, unit: int, fn: Callable[[int, int], None], threads: int | None = None) -> None:

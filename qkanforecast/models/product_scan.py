@@ -1,4 +1,4 @@
-"""A QKAN-LSTM cell's scan with one product over the batch per time step (kernels_infer.py), for both
+"""A QKAN-LSTM cell's scan with one product over the batch per time step (kernels.py), for both
 read-outs of the spectral solver, chosen where the numba kernels apply (``kernel_scan.applies``).
 
 Per step the gates [G, N] come from the features [K, N] of x_t and h_{t-1} (the input part included: no
@@ -100,7 +100,7 @@ class _Product(torch.autograd.Function):
     def forward(  # type: ignore[override]
         ctx: Any, reps: int, has_bw: bool, save: bool, x: Tensor, h0: Tensor, c0: Tensor, *weights: Any
     ) -> tuple[Tensor, Tensor, Tensor]:
-        k = kernel_scan._kernels_infer()
+        k = kernel_scan._kernels()
         n, length, nx = x.shape
         d, dt = h0.shape[-1], x.dtype
         nk = (nx + d) * (2 * reps + has_bw) + 1
@@ -148,7 +148,7 @@ class _Product(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, dout: Tensor, dh_n: Tensor, dc_n: Tensor) -> tuple[Tensor | None, ...]:
-        k = kernel_scan._kernels_infer()
+        k = kernel_scan._kernels()
         reps, has_bw, blocks, present, w_, tiny = ctx.meta
         x, *rest = ctx.saved_tensors
         saved = rest[sum(present) :]

@@ -1,6 +1,6 @@
 """exp, sin and cos that LLVM can vectorise inside numba loops (libm calls cannot be; needs numba).
 
-The kernels (kernels_infer.py) spend most of their time in the gate nonlinearities and the trig features: as
+The kernels (kernels.py) spend most of their time in the gate nonlinearities and the trig features: as
 scalar libm calls, 5-15 ns each, about 60 per sample and step. These versions are branch-free
 polynomials with the exponent set by integer arithmetic on the bits (an LLVM bitcast), so a loop over
 32 gates runs 8 (float32) or 4 (float64) lanes at a time. Accuracy: a few ulps of the dtype (tests
@@ -12,8 +12,8 @@ compare them with numpy to 4 ulps).
 - ``vsin1(x)``, ``vcos1(x)``: Taylor polynomials for |x| <= 1 (the hidden state of an LSTM, h = o tanh c,
   always is), to degree 9/10 (float32) or 17/18 (float64): the first omitted term is below 1/4 ulp.
 
-numba's on-disk cache keys on the file of the kernels (kernels_infer.py) alone: after editing this file,
-touch kernels_infer.py, or the cached kernels keep the old versions.
+numba's on-disk cache keys on the file of the kernels (kernels.py) alone: after editing this file,
+touch kernels.py, or the cached kernels keep the old versions.
 """
 
 from __future__ import annotations
