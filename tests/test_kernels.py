@@ -7,10 +7,10 @@ import copy
 import numpy as np
 import pytest
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from qkanforecast.config import QKANSpec
-from qkanforecast.models import HQKANLSTM, QKANLSTM, kernel_scan, scan
+from qkanforecast.models import HQKANLSTM, QKANLSTM, kernel_scan, product_scan, scan
 
 F64 = torch.float64
 needs_numba = pytest.mark.skipif(not kernel_scan.numba_available(), reason="numba (the [fast] extra) absent")
@@ -66,45 +66,71 @@ def test_kernels_match_the_torch_path_in_float32(monkeypatch, readout: str) -> N
     torch_path = _grads(model, x, torch.float32)
     monkeypatch.setenv("QKANFORECAST_KERNEL", "numba")
     kernel = _grads(model, x, torch.float32)
+    kernel += _forecast(model, x, torch.float32)
+    monkeypatch.setenv("QKANFORECAST_KERNEL", "torch")
+    torch_path += _forecast(model, x, torch.float32)
+    exact += _forecast(model, x, F64)
     for a, b, ref in zip(kernel, torch_path, exact, strict=True):
         scale = ref.abs().max().item()
         torch.testing.assert_close(a, b, atol=1e-6 * max(scale, 1.0), rtol=1e-6)
         assert (a - ref).abs().max() <= 2 * (b - ref).abs().max() + 1e-7 * scale
 
 
+def _forecast(model: nn.Module, x: Tensor, dtype: torch.dtype = F64, scale: float = 0.5) -> list[Tensor]:
+    """Outputs and states under no_grad (a forecast), from initial states in [-scale, scale]."""
+    model = copy.deepcopy(model).to(dtype)
+    cells, n = len(model.cells), x.shape[0]  # type: ignore[arg-type]
+    h0, c0 = (torch.linspace(-scale, scale, cells * n * model.hidden_size, dtype=dtype)  # type: ignore[operator]
+              .view(cells, n, -1) for _ in range(2))  # fmt: skip
+    with torch.no_grad():
+        out, (h, c) = model(x.to(dtype), (h0, c0))
+    return [t.double() for t in (out, h, c)]
+
+
 @needs_numba
 @pytest.mark.parametrize("readout", ["born", "fast"])
-def test_forecasting_runs_the_forward_alone(monkeypatch, readout: str) -> None:
-    """Under no_grad the kernel gets empty backward buffers, and the outputs are those of a training run."""
+def test_a_forecast_keeps_one_step_and_matches_training(monkeypatch, readout: str) -> None:
+    """Under no_grad the product scan keeps one step's features, not every step's, and its outputs and
+    states are those of a training run and of the torch path to 1e-12 in float64, from initial states
+    inside and beyond |h| <= 1."""
     from qkanforecast.models import kernels
 
-    name = f"{readout}_forward"
-    real = getattr(kernels, name)
-    saved: list[bool] = []
+    real = kernels.born_features
+    buffers: list[int] = []  # the address of each step's features
 
-    def spy(*args: object) -> None:
-        saved.append(args[6] if readout == "born" else args[9])  # the ``save`` flag
-        buffers = [a for a in args if hasattr(a, "shape") and a.ndim == 3]  # type: ignore[attr-defined]
-        assert all(b.shape[0] > 0 for b in buffers) == saved[-1]  # type: ignore[attr-defined]
+    def spy(*args: np.ndarray) -> None:
+        buffers.append(args[-1].ctypes.data)
         real(*args)
 
-    monkeypatch.setattr(kernels, name, spy)
+    monkeypatch.setattr(kernels, "born_features", spy)
+    model, x = _model(readout, {}), torch.randn(3, 6, 2, dtype=F64)
+    for scale in (0.5, 3.0):  # 3.0: the first step's features by libm
+        monkeypatch.setenv("QKANFORECAST_KERNEL", "numba")
+        buffers.clear()
+        forecast = _forecast(model, x, scale=scale)
+        assert len(buffers) == 12 and len(set(buffers[:6])) == 1  # two layers of six steps, one buffer
+        monkeypatch.setenv("QKANFORECAST_KERNEL", "torch")
+        torch_path = _forecast(model, x, scale=scale)
+        for a, b in zip(forecast, torch_path, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
     monkeypatch.setenv("QKANFORECAST_KERNEL", "numba")
-    model, x = _model(readout, {}).double(), torch.randn(3, 6, 2, dtype=F64)
-    with torch.no_grad():
-        fast_out = model(x)[0]
-    trained_out = model(x)[0]
-    assert saved == [False, False, True, True]  # two layers, each without then with buffers
-    torch.testing.assert_close(fast_out, trained_out.detach(), atol=0, rtol=0)
+    buffers.clear()
+    trained = _grads(model, x)[:3]
+    assert len(set(buffers[:6])) == 6  # training keeps every step's features
+    for a, b in zip(_forecast(model, x), trained, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
 
 
 @needs_numba
-def test_threads_split_the_batch_without_changing_a_bit(monkeypatch) -> None:
+@pytest.mark.parametrize("readout", ["born", "fast"])
+def test_threads_split_the_batch_without_changing_a_bit(monkeypatch, readout: str) -> None:
     monkeypatch.setenv("QKANFORECAST_KERNEL", "numba")
-    model, x = _model("fast", {}), torch.randn(37, 5, 2, dtype=F64)  # 37: parts of uneven length
-    one = _grads(model, x)
+    model, x = _model(readout, {}), torch.randn(37, 5, 2, dtype=F64)  # 37: parts of uneven length
+    monkeypatch.setattr(product_scan, "_BLOCK", 8)  # the forecast's product per block of 8 samples
+    one = _grads(model, x) + _forecast(model, x)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
-    three = _grads(model, x)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # the scan's products on one thread
+    three = _grads(model, x) + _forecast(model, x)
     for a, b in zip(one, three, strict=True):
         torch.testing.assert_close(a, b, atol=0, rtol=0)
 
@@ -112,17 +138,17 @@ def test_threads_split_the_batch_without_changing_a_bit(monkeypatch) -> None:
 def _which_path(monkeypatch, model: nn.Module) -> list[str]:
     """Run a forward and backward; return which scan ran for each layer ('numba' or 'torch')."""
     ran: list[str] = []
-    real_kernel, real_torch = kernel_scan.kernel_scan, scan.FusedScan.apply
+    real_torch, real_product = scan.FusedScan.apply, product_scan.product_scan
 
-    def kernel(*args: object) -> object:
+    def product(*args: object) -> object:
         ran.append("numba")
-        return real_kernel(*args)  # type: ignore[arg-type]
+        return real_product(*args)  # type: ignore[arg-type]
 
     def torch_path(*args: object) -> object:
         ran.append("torch")
         return real_torch(*args)
 
-    monkeypatch.setattr(kernel_scan, "kernel_scan", kernel)
+    monkeypatch.setattr(product_scan, "product_scan", product)
     monkeypatch.setattr(scan.FusedScan, "apply", torch_path)
     model(torch.randn(2, 4, 2))[0].sum().backward()
     return ran

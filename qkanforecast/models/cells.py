@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import QKANSpec, Solver
+from . import product_scan
 from .blocks import Block, SpectralBlock
 from .qkan import QKANLayer
 from .scan import fused_scan
@@ -136,10 +137,11 @@ class QKANLSTMCell(GatedCell):
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
-    def _split(self, x: Tensor) -> tuple[Tensor, Block]:
-        """x [N, L, F] -> (pre [N, L, 4D] with every constant term, the block of h without its bias)."""
+    def _split(self, x: Tensor, blocks: list[Block] | None = None) -> tuple[Tensor, Block]:
+        """x [N, L, F] -> (pre [N, L, 4D] with every constant term, the block of h without its bias);
+        ``blocks``: the layer's blocks of x and h where already made."""
         n, length, _ = x.shape
-        bx, bh = self.layer.blocks([self.input_size, self.hidden_size])
+        bx, bh = blocks or self.layer.blocks([self.input_size, self.hidden_size])
         # the constant terms [4D] go into the product's own addition: two passes fewer over [N, L, 4D]
         add = bh.bias if self.bias is None else (self.bias if bh.bias is None else bh.bias + self.bias)
         pre = bx(x.reshape(n * length, -1), add=add).view(n, length, -1)  # [N, L, 4D]
@@ -154,7 +156,12 @@ class QKANLSTMCell(GatedCell):
         return pre, step
 
     def _fused_scan(self, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        pre, bh = self._split(x)
+        blocks = self.layer.blocks([self.input_size, self.hidden_size])
+        bx, bh = blocks
+        sx, sh = cast(SpectralBlock, bx), cast(SpectralBlock, bh)
+        if product_scan.applies(sh, x):  # one product per step, no [N, L, 4D] input part
+            return product_scan.product_scan(sx, sh, self.bias, x, h, c)
+        pre, bh = self._split(x, blocks)
         return fused_scan(cast(SpectralBlock, bh), pre, h, c)
 
     def extra_repr(self) -> str:

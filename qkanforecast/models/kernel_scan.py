@@ -1,7 +1,8 @@
-"""The QKAN-LSTM recurrence on the numba kernels (kernels.py), chosen automatically where it applies.
+"""Where the numba kernels of the QKAN-LSTM recurrence (kernels.py, run by product_scan.py) apply,
+and their threads and compilation.
 
-``kernel_scan`` is a drop-in for ``fused_scan`` (scan.py) on a QKAN-LSTM cell (no encoder or decoder)
-with a spectral block, on CPU tensors of float32 or float64. The torch path stays the reference and the
+They run a QKAN-LSTM cell (no encoder or decoder) with a spectral block, on CPU tensors of float32 or
+float64. The torch path stays the reference and the
 fallback: without numba, on another device or dtype, for the HQKAN-LSTM, or with
 ``QKANFORECAST_KERNEL=torch`` in the environment (``numba`` forces the kernels and fails loudly where they
 cannot run). Tests hold the two paths to 1e-12 in float64 and, in float32, to 1e-6 of each tensor's scale
@@ -9,24 +10,20 @@ at the default initialisation and never further from the float64 result than the
 (outputs and every gradient). Where a trained model's recurrence amplifies float32 rounding, the two
 float32 paths differ by about as much as each differs from float64.
 
-Under ``torch.no_grad`` (forecasting) the kernel runs the forward alone and allocates no buffer for the
-backward. With gradients, the forward saves per sample and step what the backward needs; the weight
-gradients are one matrix product over all steps and samples afterwards (torch).
+Under ``torch.no_grad`` (forecasting) they keep one step's buffers, not every step's.
 
-Threads: the batch is split into as many parts as torch has threads (``torch.get_num_threads()``, which
-the CLI's ``--threads`` sets through OMP_NUM_THREADS), each run by a kernel without the GIL, so the two
-never oversubscribe the machine.
+Threads: the scan runs blocks of 1,024 samples, one block per thread (``torch.get_num_threads()``, which
+the CLI's ``--threads`` sets through OMP_NUM_THREADS), its products on torch's threads.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import math
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -78,10 +75,11 @@ def _kernels() -> Any:
     return kernels
 
 
-def _parallel(n: int, unit: int, fn: Callable[[int, int], None]) -> None:
-    """fn(lo, hi) over consecutive parts of range(n), cut at multiples of ``unit``, one part per torch thread
-    (the kernels release the GIL; ``torch.get_num_threads()`` follows the CLI's --threads)."""
-    parts = max(1, min(torch.get_num_threads(), -(-n // unit)))
+def _parallel(n: int, unit: int, fn: Callable[[int, int], None], threads: int | None = None) -> None:
+    """fn(lo, hi) over consecutive parts of range(n), cut at multiples of ``unit``, one part per thread:
+    ``threads``, by default torch's (the kernels release the GIL; ``torch.get_num_threads()`` follows the
+    CLI's --threads)."""
+    parts = max(1, min(threads or torch.get_num_threads(), -(-n // unit)))
     if parts == 1:
         fn(0, n)
         return
@@ -90,171 +88,6 @@ def _parallel(n: int, unit: int, fn: Callable[[int, int], None]) -> None:
     with ThreadPoolExecutor(parts) as pool:
         for f in [pool.submit(fn, lo, hi) for lo, hi in zip(cuts, cuts[1:], strict=False) if hi > lo]:
             f.result()
-
-
-def _np(t: Tensor) -> Any:
-    return t.detach().contiguous().numpy()
-
-
-def _call(
-    kernel: Any, inputs: list[Any], buffers: list[Tensor], shared: tuple[Any, ...], step_major: int = 0
-) -> Any:
-    """(lo, hi, *extra) -> kernel(*inputs[lo:hi], *shared, *buffers[lo:hi], *extra): one part of the batch.
-    Inputs are sample-major [N, ...]; buffers too, except the last ``step_major`` ones, [L, N, ...] (empty
-    buffers stay empty)."""
-    arrays = [b.numpy() for b in buffers]
-    first = len(arrays) - step_major
-
-    def call(lo: int, hi: int, *extra: Any) -> None:
-        def cut(a: Any, axis: int = 0) -> Any:
-            if not a.shape[0]:
-                return a
-            return a[lo:hi] if axis == 0 else a[:, lo:hi]
-
-        cuts = [cut(a, int(i >= first)) for i, a in enumerate(arrays)]
-        kernel(*(cut(a) for a in inputs), *shared, *cuts, *extra)
-
-    return call
-
-
-def kernel_scan(block: SpectralBlock, pre: Tensor, h0: Tensor, c0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """pre [N, L, 4D], h0, c0 [N, D] -> (output [N, L, D], h_n, c_n), as ``fused_scan``."""
-    tensors = block.tensors()
-    save = _needs_grad(pre, h0, c0, *tensors)
-    fn = _BornScan if isinstance(block, BornBlock) else _FastScan
-    out = fn.apply(block, save, pre, h0, c0, *tensors)
-    return cast(tuple[Tensor, Tensor, Tensor], out)
-
-
-def _needs_grad(*tensors: Tensor | None) -> bool:
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-
-
-class _BornScan(torch.autograd.Function):
-    """(block, save, pre, h0, c0, wt) -> (out, h_n, c_n); wt [F, G] is the block's weight (``tensors()``),
-    ``save`` whether to keep the buffers of the backward."""
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any, block: BornBlock, save: bool, pre: Tensor, h0: Tensor, c0: Tensor, wt: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        k = _kernels()
-        n, length, g4 = pre.shape
-        d = h0.shape[-1]
-        nf = wt.shape[0]
-        kw: dict[str, Any] = {"dtype": pre.dtype}
-        out, h_n, c_n = torch.empty(n, length, d, **kw), torch.empty(n, d, **kw), torch.empty(n, d, **kw)
-        m = (length, n) if save else (0, 0)  # step-major, see born_forward
-        feats, acts = torch.empty(*m, nf, **kw), torch.empty(*m, g4, **kw)
-        cs = torch.empty(m[0] + save, m[1], d, **kw)
-        tcs = torch.empty(*m, d, **kw)
-        has_bw = block.bw is not None
-        slopes = torch.empty(*(m if has_bw else (0, 0)), d, **kw)
-        buffers = [out, h_n, c_n, feats, acts, cs, tcs, slopes]
-        shared = (_np(wt), block.reps, has_bw, save)
-        _parallel(n, 1, _call(k.born_forward, [_np(pre), _np(h0), _np(c0)], buffers, shared, step_major=5))
-        if save:
-            ctx.save_for_backward(wt, feats, acts, cs, tcs, slopes)
-            ctx.meta = (block.reps, has_bw)
-        return out, h_n, c_n
-
-    @staticmethod
-    def backward(ctx: Any, dout: Tensor, dh_n: Tensor, dc_n: Tensor) -> tuple[Tensor | None, ...]:
-        k = _kernels()
-        wt, feats, acts, cs, tcs, slopes = ctx.saved_tensors
-        reps, has_bw = ctx.meta
-        n, length, d = dout.shape
-        dpre = torch.empty(length, n, wt.shape[1], dtype=dout.dtype)  # step-major
-        dh0, dc0 = torch.empty(n, d, dtype=dout.dtype), torch.empty(n, d, dtype=dout.dtype)
-        inputs = [_np(dout), _np(dh_n), _np(dc_n)]
-        buffers = [dh0, dc0, feats, acts, cs, tcs, slopes, dpre]
-        shared = (_np(wt.t()), reps, has_bw)
-        call = _call(k.born_backward, inputs, buffers, shared, step_major=6)
-        _parallel(n, 1, call)
-        dwt = feats.view(length * n, -1).t() @ dpre.view(length * n, -1)
-        return None, None, dpre.transpose(0, 1), dh0, dc0, dwt
-
-
-_CHUNK = 16  # samples per partial sum of the fast read-out's coefficient gradients (fixed: deterministic)
-
-
-def _opt(t: Tensor | None, shape: tuple[int, ...], dtype: torch.dtype) -> Any:
-    """An optional block tensor as a numpy array of ``shape``, or an empty [0, 0] one for None."""
-    if t is None:
-        return torch.empty(0, 0, dtype=dtype).numpy()
-    return _np(t.reshape(shape))
-
-
-class _FastScan(torch.autograd.Function):
-    """(block, save, pre, h0, c0, cz, ct, bwt, pw_t) -> (out, h_n, c_n), with the block's ``tensors()``:
-    cz [D, 1, G] (constant terms), ct [D, T, G], bwt [D, G] or None, pw_t [D, 1, G] or None."""
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any,
-        block: FastBlock,
-        save: bool,
-        pre: Tensor,
-        h0: Tensor,
-        c0: Tensor,
-        cz: Tensor,
-        ct: Tensor,
-        bwt: Tensor | None,
-        pw_t: Tensor | None,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        k = _kernels()
-        n, length, g4 = pre.shape
-        d = h0.shape[-1]
-        kw: dict[str, Any] = {"dtype": pre.dtype}
-        eps = torch.finfo(pre.dtype).eps
-        out, h_n, c_n = torch.empty(n, length, d, **kw), torch.empty(n, d, **kw), torch.empty(n, d, **kw)
-        m = (n, length) if save else (0, 0)
-        feats, acts = torch.empty(*m, ct.shape[1] * d, **kw), torch.empty(*m, g4, **kw)
-        sil, tcs, slopes = (torch.empty(*m, d, **kw) for _ in range(3))
-        cs = torch.empty(m[0], m[1] + save, d, **kw)
-        bw, pw = _opt(bwt, (d, g4), pre.dtype), _opt(pw_t, (d, g4), pre.dtype)
-        args = (_np(cz.reshape(d, g4)), _np(ct), bw, pw, block.reps, eps**2)
-        buffers = [out, h_n, c_n, feats, sil, acts, cs, tcs, slopes]
-        _parallel(n, 1, _call(k.fast_forward, [_np(pre), _np(h0), _np(c0)], buffers, shared=(*args, save)))
-        if save:
-            ctx.save_for_backward(feats, sil, acts, cs, tcs, slopes)
-            ctx.args = args
-        return out, h_n, c_n
-
-    @staticmethod
-    def backward(ctx: Any, dout: Tensor, dh_n: Tensor, dc_n: Tensor) -> tuple[Tensor | None, ...]:
-        k = _kernels()
-        feats, sil, acts, cs, tcs, slopes = ctx.saved_tensors
-        cz, ct, bw, pw, reps, tiny = ctx.args
-        n, length, d = dout.shape
-        g4 = acts.shape[2]
-        kw: dict[str, Any] = {"dtype": dout.dtype}
-        cap = 1 / math.sqrt(torch.finfo(dout.dtype).eps)
-        # d z / dx in the features: [cos kx, sin kx] -> [-k sin kx, k cos kx], halves swapped, times k
-        k_ = torch.arange(1, reps + 1, dtype=dout.dtype)
-        dct = _np((torch.from_numpy(ct) * torch.cat([-k_, k_])[:, None]).roll(reps, dims=1))
-        has_pw = pw.shape[0] > 0
-        dpre = torch.empty(n, length, g4, **kw)
-        dh0, dc0 = torch.empty(n, d, **kw), torch.empty(n, d, **kw)
-        acc = torch.zeros((n + _CHUNK - 1) // _CHUNK, d, 2 * reps + 1 + has_pw, g4, dtype=torch.float64)
-        inputs = [_np(dout), _np(dh_n), _np(dc_n)]
-        buffers = [feats, acts, cs, tcs, slopes, dpre, dh0, dc0]
-        shared = (cz, ct, dct, bw, pw, reps, tiny, cap, _CHUNK)
-        acc_np = acc.numpy()
-
-        def part(lo: int, hi: int) -> None:  # lo, hi: multiples of _CHUNK (hi = n at the end)
-            call = _call(k.fast_backward, inputs, buffers, shared=shared)
-            call(lo, hi, acc_np[lo // _CHUNK : -(-hi // _CHUNK)])
-
-        _parallel(n, _CHUNK, part)
-        sums = acc.sum(0).to(dout.dtype)
-        nt = 2 * reps
-        dcz, dct_ = sums[:, nt : nt + 1], sums[:, :nt]
-        dpw = sums[:, nt + 1 :] if has_pw else None
-        dbw = None
-        if bw.shape[0] > 0:
-            dbw = sil.view(n * length, d).t() @ dpre.view(n * length, g4)
-        return None, None, dpre, dh0, dc0, dcz, dct_, dbw, dpw
 
 
 def warm_up() -> list[str]:
@@ -270,5 +103,7 @@ def warm_up() -> list[str]:
         for readout in ("born", "fast"):
             model = QKANLSTM(1, 2, spec=QKANSpec(readout=readout)).to(dtype)  # type: ignore[arg-type]
             model(torch.zeros(2, 3, 1, dtype=dtype))[0].sum().backward()
+            with torch.no_grad():  # the forecast's kernels (born_infer)
+                model(torch.zeros(2, 3, 1, dtype=dtype))
             done.append(f"{readout} {str(dtype).removeprefix('torch.')}")
     return done

@@ -42,8 +42,9 @@ def fused_scan(
     QKAN-LSTM: ``block`` maps h [N, D] -> [N, 4D] and P = 4D. HQKAN-LSTM: enc_t E [D, n], dec_t W_d [O, 4D],
     dec_b b_d [4D] or None, ``block`` maps [N, n] -> [N, O] and P = n.
     """
-    if kernel_scan.applies(block, pre, enc_t):  # the numba kernels, where installed
-        return kernel_scan.kernel_scan(block, pre, h0, c0)
+    # the cells run the numba kernels (product_scan.py) where they apply; here they never do, and
+    # QKANFORECAST_KERNEL=numba fails loudly
+    kernel_scan.applies(block, pre, enc_t)
     out = FusedScan.apply(block, pre, h0, c0, enc_t, dec_t, dec_b, *block.tensors())
     return cast(tuple[Tensor, Tensor, Tensor], out)
 

@@ -12,8 +12,8 @@ compare them with numpy to 4 ulps).
 - ``vsin1(x)``, ``vcos1(x)``: Taylor polynomials for |x| <= 1 (the hidden state of an LSTM, h = o tanh c,
   always is), to degree 9/10 (float32) or 17/18 (float64): the first omitted term is below 1/4 ulp.
 
-numba's on-disk cache keys on the file of the kernels (kernels.py) alone: after editing this file, touch
-kernels.py, or the cached kernels keep the old versions.
+numba's on-disk cache keys on the file of the kernels (kernels.py) alone: after editing this file,
+touch kernels.py, or the cached kernels keep the old versions.
 """
 
 from __future__ import annotations
