@@ -31,7 +31,6 @@ from qkanforecast.data.partitioned import (
     Writer,
     bucket_of,
     open_partitioned,
-    read_source,
     read_with,
     write_partitioned,
 )
@@ -163,8 +162,9 @@ def ingest_partitioned(source: str, options: IngestOptions, target: str,
     """Read ``source`` (any input ``read_source`` takes), validate it and write it as ``buckets`` buckets
     under ``target`` with its marker; return the marker and the ingest report. A directory qkanforecast
     wrote is already canonical: it is re-bucketed from its parts."""
-    if open_partitioned(source) is not None:
-        table = read_source(source, options)
+    dataset = open_partitioned(source)
+    if dataset is not None:
+        table = dataset.read_all()
         return write_partitioned(table, target, buckets), table.report
     writer = Writer(str(target)).begin()
     try:
